@@ -1,0 +1,19 @@
+"""The embedded default: digits, n=32 training images, a 1.3M-parameter DiT.
+
+Small n so that memorization is reachable on 2 CPU cores in a few minutes.
+  python scripts/train.py --config configs/default.py --workdir runs/default
+  python scripts/train.py --config configs/default.py:runlocal --workdir /tmp/w
+"""
+from dit_jax import configlib
+
+
+def get_config(arg=None):
+  arg = configlib.parse_arg(arg, n=32, variant="tiny/2", steps=5000)
+  config = configlib.base_config()
+  config.data.name = "digits"
+  config.data.n_train = arg.n
+  config.model.variant = arg.variant
+  config.train.steps = arg.steps
+  if arg.runlocal:
+    configlib.make_runlocal(config)
+  return config

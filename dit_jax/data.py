@@ -1,0 +1,399 @@
+"""Training data: a seeded subset of a dataset and a disjoint held-out set, in memory.
+
+config.data.name picks the source:
+  "digits"       scikit-learn's 8x8 digits through the project's TFDS builder.
+  "gmm"          samples of the paper's Gaussian mixture (TFDS builder, parameters in info).
+  "npz:PATH"     a .npz with "images" (uint8 NHWC or NHW) and optional int "labels".
+  "folder:PATH"  image files; one subfolder per class, or flat and unlabeled.
+  anything else  a TFDS dataset prepared with `tfds build NAME --file_format=array_record`.
+Images are float32 (n, H, W, C); uint8 sources are scaled to [-1, 1], gmm is raw.
+"""
+import collections
+import dataclasses
+import functools
+import os
+import zipfile
+
+import numpy as np
+import tensorflow_datasets as tfds
+from absl import logging
+from PIL import Image
+
+from dit_jax import datasets
+
+BUILTIN_NAMES = ("digits", "gmm", "npz:PATH", "folder:PATH")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+_GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+_SUBSET_SALT = 1234  # keeps the subset stream apart from the epoch streams of batch_indices
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """In-memory arrays in model space; *_index are the source record ids of each row."""
+  train_x: np.ndarray
+  train_y: np.ndarray | None
+  heldout_x: np.ndarray
+  heldout_y: np.ndarray | None
+  num_classes: int
+  info: dict
+  train_index: np.ndarray | None = None
+  heldout_index: np.ndarray | None = None
+
+
+# A dataset as load() sees it; read: record ids -> (x float32 NHWC, y int32 or None).
+_Source = collections.namedtuple("_Source", "size read num_classes info")
+
+
+def _positive_int(value, field, low=1):
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+    kind = "a positive integer" if low == 1 else f"an integer >= {low}"
+    raise ValueError(f"config.data.{field} must be {kind}, got {value!r}.")
+
+
+def _unknown_name(name):
+  return ValueError(
+      f"config.data.name={name!r} is not a known dataset: use one of the built-in "
+      f"names {', '.join(BUILTIN_NAMES)}, or the name of a TFDS dataset.")
+
+
+def _data_dir(cfg):
+  data_dir = cfg.get("data_dir")
+  return os.path.expanduser(data_dir) if data_dir else None
+
+
+def _tfds_known(name, data_dir):
+  """Registered in TFDS, or already prepared in data_dir (a builder without code)."""
+  base = name.split("/")[0]  # "name/config" selects a TFDS builder config
+  try:
+    return bool(tfds.builder_cls(base))
+  except tfds.core.registered.DatasetNotFoundError:
+    return os.path.isdir(os.path.join(data_dir or tfds.core.constants.DATA_DIR, base))
+
+
+def _check_gmm(cfg):
+  g = cfg.get("gmm") or {}
+  size = g.get("size", 20000)
+  _positive_int(g.get("k", 8), "gmm.k")
+  _positive_int(cfg.get("channels", 1), "channels")
+  _positive_int(size, "gmm.size")
+  for field, default in (("scale", 2.0), ("cov_scale", 1.0)):
+    value = g.get(field, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+      raise ValueError(f"config.data.gmm.{field} must be a number > 0, got {value!r}.")
+  _positive_int(g.get("data_seed", 0), "gmm.data_seed", low=0)
+  if size < cfg.n_train + 1:
+    raise ValueError(f"config.data.gmm.size={size} must exceed config.data.n_train="
+                     f"{cfg.n_train} so that a held-out set remains; raise gmm.size.")
+  _gmm_builder_config(cfg)  # validates cov_diag against d
+
+
+def _gmm_builder_config(cfg):
+  g = cfg.get("gmm") or {}
+  return datasets.gmm_config(
+      k=g.get("k", 8), shape=(cfg.image_size, cfg.image_size, cfg.get("channels", 1)),
+      scale=g.get("scale", 2.0), cov_scale=g.get("cov_scale", 1.0),
+      cov_diag=g.get("cov_diag"), size=g.get("size", 20000), data_seed=g.get("data_seed", 0))
+
+
+def check_config(cfg):
+  """Cheap validation of config.data before any loading; ValueError names the field."""
+  name = cfg.get("name")
+  if not isinstance(name, str) or not name.strip():
+    raise ValueError(f"config.data.name must be a non-empty string such as 'digits', "
+                     f"got {name!r}.")
+  _positive_int(cfg.get("n_train"), "n_train")
+  _positive_int(cfg.get("n_heldout", 256), "n_heldout")
+  _positive_int(cfg.get("image_size"), "image_size")
+  data_dir = cfg.get("data_dir")
+  if data_dir is not None and not isinstance(data_dir, str):
+    raise ValueError(f"config.data.data_dir must be a path string or None, got {data_dir!r}.")
+  kind, colon, path = name.partition(":")
+  if colon and kind in ("npz", "folder"):
+    if not path:
+      raise ValueError(f"config.data.name={name!r} lacks a path; write '{kind}:PATH'.")
+  elif name == "digits":
+    if cfg.image_size != 8:
+      raise ValueError(f"config.data.image_size={cfg.image_size}, but digits is 8x8; "
+                       "set image_size=8.")
+    if cfg.n_train >= datasets.digits.SIZE:
+      raise ValueError(f"config.data.n_train={cfg.n_train} leaves none of the "
+                       f"{datasets.digits.SIZE} digits held out; use at most 1796.")
+  elif name == "gmm":
+    _check_gmm(cfg)
+  elif colon or not _tfds_known(name, _data_dir(cfg)):
+    raise _unknown_name(name)
+
+
+def split_indices(seed, size, n_train, n_heldout):
+  """Disjoint (train, held-out) record ids: a prefix and a suffix of one permutation.
+
+  The held-out suffix does not depend on n_train (unless it has to shrink), so runs
+  that sweep n_train compare against the same held-out images, and train sets nest.
+  """
+  if n_train >= size:
+    raise ValueError(f"config.data.n_train={n_train} leaves none of the dataset's {size} "
+                     f"records held out; use a smaller n_train (at most {size - 1}).")
+  kept = min(n_heldout, size - n_train)
+  if kept < n_heldout:
+    logging.warning("Held-out set shrunk from %d to the %d records left.", n_heldout, kept)
+  perm = np.random.default_rng([seed, _SUBSET_SALT]).permutation(size)
+  return perm[:n_train], perm[size - kept:]
+
+
+@functools.lru_cache(maxsize=8)
+def _epoch_permutation(seed, epoch, n):
+  perm = np.random.default_rng([seed, epoch]).permutation(n)
+  perm.flags.writeable = False  # shared through the cache
+  return perm
+
+
+def batch_indices(seed: int, step: int, n: int, batch_size: int) -> np.ndarray:
+  """Training-set rows of batch `step`: a pure function, so resumed runs replay exactly.
+
+  The stream visits a fresh permutation of range(n) each epoch; a batch may span epochs.
+  """
+  if min(seed, step) < 0 or n < 1 or batch_size < 1:
+    raise ValueError(f"batch_indices needs seed, step >= 0 and n, batch_size >= 1; got "
+                     f"seed={seed}, step={step}, n={n}, batch_size={batch_size}.")
+  epoch, offset = np.divmod(step * batch_size + np.arange(batch_size, dtype=np.int64), n)
+  out = np.empty(batch_size, np.int64)
+  for e in np.unique(epoch):
+    rows = epoch == e
+    out[rows] = _epoch_permutation(int(seed), int(e), int(n))[offset[rows]]
+  return out
+
+
+def _resize(image, size):
+  """uint8 (H, W, C) -> (size, size, C), PIL bilinear per channel; no-op when sized."""
+  if image.shape[:2] == (size, size):
+    return image
+  planes = [np.asarray(Image.fromarray(image[..., c]).resize(
+      (size, size), Image.Resampling.BILINEAR)) for c in range(image.shape[-1])]
+  return np.stack(planes, axis=-1)
+
+
+def _to_model_space(images):  # uint8 -> [-1, 1]
+  return images.astype(np.float32) / 127.5 - 1.0
+
+
+def _labels(y):  # int32 whatever the source stored
+  return None if y is None else np.asarray(y, np.int32)
+
+
+def prepare(name, data_dir=None, config=None):
+  """Builds "digits", or "gmm" with config=datasets.gmm_config(...), once; -> builder."""
+  classes = {"digits": datasets.Digits, "gmm": datasets.Gmm}
+  if name not in classes:
+    raise ValueError(f"prepare() builds only {sorted(classes)}, got {name!r}.")
+  builder = classes[name](config=config, data_dir=data_dir, file_format="array_record")
+  if not builder.is_prepared():
+    tfds.disable_progress_bar()
+    builder.download_and_prepare(file_format="array_record")
+  return builder
+
+
+def _build_command(name, data_dir):
+  command = f"tfds build {name} --file_format=array_record"
+  return command + (f" --data_dir={data_dir}" if data_dir else "")
+
+
+def _prepared_builder(name, data_dir):
+  """The builder of a TFDS dataset, never downloading: unprepared -> ValueError."""
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError:
+    raise _unknown_name(name) from None
+  if not builder.is_prepared():  # else tfds.data_source would start download_and_prepare
+    raise ValueError(f"TFDS dataset {name!r} is not prepared in {builder.data_dir_root}. "
+                     f"Prepare it once with: {_build_command(name, data_dir)}")
+  return builder
+
+
+def _data_source(builder, name, data_dir):
+  try:
+    return builder.as_data_source(split="train")
+  except (NotImplementedError, ValueError, KeyError) as e:
+    raise ValueError(f"TFDS dataset {name!r} in {builder.data_dir} has no array_record "
+                     f"'train' split ({e}). Rebuild it into another data_dir (or delete "
+                     f"it) with: {_build_command(name, data_dir)}") from e
+
+
+def _read_records(source, ids):  # one array_record call for all ids
+  return source.__getitems__([int(i) for i in ids])
+
+
+def _tfds_image_source(builder, name, data_dir, image_size):
+  """uint8 'image' (+ ClassLabel 'label') records, resized and scaled to [-1, 1]."""
+  features = builder.info.features
+  if "image" not in features:
+    raise ValueError(f"TFDS dataset {name!r} has no 'image' feature: {sorted(features)}.")
+  labeled = "label" in features and isinstance(features["label"], tfds.features.ClassLabel)
+  source = _data_source(builder, name, data_dir)
+
+  def read(ids):
+    records = _read_records(source, ids)
+    images = [np.asarray(r["image"]) for r in records]
+    if images[0].dtype != np.uint8:
+      raise ValueError(f"TFDS dataset {name!r} stores {images[0].dtype} images; only "
+                       "uint8 images are supported.")
+    images = [im[..., None] if im.ndim == 2 else im for im in images]
+    x = np.stack([_resize(im, image_size) for im in images])
+    y = [r["label"] for r in records] if labeled else None
+    return _to_model_space(x), _labels(y)
+
+  shape = features["image"].shape  # (H, W, C), or (H, W) for a bare grayscale Tensor
+  info = dict(name=name, size=len(source), value_range=[-1, 1],
+              image_shape=[image_size, image_size, shape[-1] if len(shape) == 3 else 1])
+  num_classes = features["label"].num_classes if labeled else 0
+  return _Source(len(source), read, num_classes, info)
+
+
+def _gmm_source(cfg, data_dir):
+  config = _gmm_builder_config(cfg)
+  builder = prepare("gmm", data_dir, config)
+  source = _data_source(builder, "gmm", data_dir)
+  conditional = bool(cfg.get("conditional", False))
+
+  def read(ids):
+    records = _read_records(source, ids)
+    x = np.stack([r["image"] for r in records]).astype(np.float32)
+    return x, _labels([r["label"] for r in records]) if conditional else None
+
+  meta = builder.info.metadata
+  info = dict(name="gmm", size=len(source), image_shape=list(config.shape), value_range=None,
+              gmm=dict(means=meta["means"], cov_diag=meta["cov_diag"],
+                       weights=meta["weights"], config=config.name))
+  return _Source(len(source), read, config.k if conditional else 0, info)
+
+
+def _npz_error(path, problem, fix):
+  return ValueError(f"npz dataset {path}: {problem}. {fix}")
+
+
+def _load_npz(path):
+  """(images uint8 (N, H, W, C), labels int or None), validated."""
+  save_hint = "Save it with np.savez(path, images=uint8 (N, H, W, C) array, labels=ints)."
+  if not os.path.isfile(path):
+    raise _npz_error(path, "file not found", "Check the path after 'npz:'.")
+  try:
+    npz = np.load(path, allow_pickle=False)
+  except (OSError, ValueError, zipfile.BadZipFile) as e:
+    raise _npz_error(path, f"not a readable .npz ({e})", save_hint) from e
+  if not isinstance(npz, np.lib.npyio.NpzFile):
+    raise _npz_error(path, "holds a single array, not an .npz archive", save_hint)
+  with npz:
+    if "images" not in npz.files:
+      raise _npz_error(path, f"missing key 'images' (keys: {npz.files})", save_hint)
+    images = npz["images"]
+    labels = npz["labels"] if "labels" in npz.files else None
+  if images.ndim == 3:  # grayscale N, H, W
+    images = images[..., None]
+  if images.ndim != 4:
+    raise _npz_error(path, f"'images' has shape {images.shape}", "Use (N, H, W[, C]).")
+  if images.shape[0] == 0:
+    raise _npz_error(path, "'images' is empty", "Store at least 2 images.")
+  if images.dtype != np.uint8:
+    raise _npz_error(path, f"'images' dtype is {images.dtype}, not uint8", "Convert, e.g. "
+                     "np.round(x * 255).astype(np.uint8) for values in [0, 1].")
+  if images.shape[-1] not in (1, 3, 4):
+    raise _npz_error(path, f"'images' has {images.shape[-1]} channels", "Use 1, 3 or 4.")
+  if labels is not None and (labels.shape != images.shape[:1] or labels.dtype.kind not in
+                             "iu" or labels.min() < 0):
+    raise _npz_error(path, f"'labels' ({labels.dtype} {labels.shape}) does not match "
+                     f"{images.shape[0]} images", "Store one integer >= 0 per image.")
+  return images, labels
+
+
+def _npz_source(path, image_size):
+  images, labels = _load_npz(path)
+
+  def read(ids):
+    x = np.stack([_resize(images[i], image_size) for i in ids])
+    return _to_model_space(x), _labels(None if labels is None else labels[ids])
+
+  info = dict(name=f"npz:{path}", size=len(images),
+              image_shape=[image_size, image_size, images.shape[-1]], value_range=[-1, 1])
+  num_classes = int(labels.max()) + 1 if labels is not None else 0
+  return _Source(len(images), read, num_classes, info)
+
+
+def _image_files(folder):
+  return sorted(os.path.join(root, f) for root, _, files in os.walk(folder) for f in files
+                if f.lower().endswith(IMAGE_EXTENSIONS))
+
+
+def _list_folder(path):
+  """(files, labels or None, class names).
+
+  Subfolders holding images are the classes (sorted names -> ids; files directly in
+  PATH are then ignored); without them the folder is flat and unlabeled.
+  """
+  if not os.path.isdir(path):
+    raise ValueError(f"image folder {path} not found; check the path after 'folder:'.")
+  classes = sorted(d for d in os.listdir(path) if not d.startswith(".") and
+                   os.path.isdir(os.path.join(path, d)) and _image_files(os.path.join(path, d)))
+  per_class = [_image_files(os.path.join(path, d)) for d in classes]
+  files = [f for fs in per_class for f in fs] or sorted(
+      os.path.join(path, f) for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTENSIONS))
+  labels = np.repeat(np.arange(len(classes)), [len(fs) for fs in per_class]) if classes else None
+  if not files:
+    raise ValueError(f"image folder {path} has no images ({', '.join(IMAGE_EXTENSIONS)}), "
+                     "neither directly nor in class subfolders.")
+  return files, labels, classes
+
+
+def _read_image(file, mode=None, size=None):
+  """The file's mode (header only), or its pixels converted and resized."""
+  try:
+    with Image.open(file) as im:
+      if mode is None:
+        return im.mode
+      im = im.convert(mode).resize((size, size), Image.Resampling.BILINEAR)
+      return np.asarray(im).reshape(size, size, -1)
+  except OSError as e:  # also truncated files, which fail only when decoded
+    raise ValueError(f"could not read image {file}: {e}. Remove or fix the file.") from e
+
+
+def _folder_source(path, image_size):
+  files, labels, classes = _list_folder(path)
+  # Headers are cheap; the pixels of unselected files are never decoded.
+  mode = "L" if all(_read_image(f) in _GRAY_MODES for f in files) else "RGB"
+
+  def read(ids):
+    x = np.stack([_read_image(files[i], mode, image_size) for i in ids])
+    return _to_model_space(x), _labels(None if labels is None else labels[ids])
+
+  info = dict(name=f"folder:{path}", size=len(files), value_range=[-1, 1],
+              image_shape=[image_size, image_size, 1 if mode == "L" else 3],
+              **(dict(class_names=classes) if classes else {}))
+  return _Source(len(files), read, len(classes), info)
+
+
+def _open(cfg):
+  name, data_dir = cfg.name, _data_dir(cfg)
+  kind, colon, path = name.partition(":")
+  if colon and kind == "npz":
+    return _npz_source(os.path.expanduser(path), cfg.image_size)
+  if colon and kind == "folder":
+    return _folder_source(os.path.expanduser(path), cfg.image_size)
+  if name == "gmm":
+    return _gmm_source(cfg, data_dir)
+  builder = prepare(name, data_dir) if name == "digits" else _prepared_builder(name, data_dir)
+  return _tfds_image_source(builder, name, data_dir, cfg.image_size)
+
+
+def load(cfg, seed: int) -> Dataset:
+  """The training subset and held-out set of config.data for `seed` (non-negative).
+
+  Only the selected records are read, so large TFDS datasets are cheap to subset.
+  """
+  check_config(cfg)
+  if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+    raise ValueError(f"data seed must be an integer >= 0, got {seed!r}.")
+  source = _open(cfg)
+  train_ids, heldout_ids = split_indices(int(seed), source.size, cfg.n_train,
+                                         cfg.get("n_heldout", 256))
+  train_x, train_y = source.read(train_ids)
+  heldout_x, heldout_y = source.read(heldout_ids)
+  return Dataset(train_x, train_y, heldout_x, heldout_y, source.num_classes,
+                 dict(source.info, num_classes=source.num_classes), train_ids, heldout_ids)

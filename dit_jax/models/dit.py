@@ -1,0 +1,284 @@
+"""Diffusion Transformer (Peebles & Xie 2023) in flax.nnx, with per-block widths.
+
+Every block carries its own number of attention heads and MLP width so that
+structured pruning can shrink blocks unevenly. Parameters are stored with the
+head axis explicit (qkv kernel `D x 3 x H x Dh`, output kernel `H x Dh x D`),
+which makes removing a head a slice along one axis.
+"""
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+# name -> (hidden size, depth, heads); the DiT paper's S/B/L/XL plus a CPU size.
+VARIANTS = {
+    "tiny": (128, 4, 4),
+    "S": (384, 12, 6),
+    "B": (768, 12, 12),
+    "L": (1024, 24, 16),
+    "XL": (1152, 28, 16),
+}
+PATCHES = (1, 2, 4, 8)
+FREQ_DIM = 256  # width of the sinusoidal timestep features
+
+
+@dataclasses.dataclass(frozen=True)
+class Arch:
+  """Everything that fixes the parameter shapes. Saved with each checkpoint."""
+  image_size: int
+  channels: int
+  patch: int
+  hidden: int
+  head_dim: int
+  heads: tuple  # per block
+  mlp: tuple  # per block hidden width of the MLP
+  num_classes: int = 0  # 0: unconditional
+  dtype: str = "float32"  # compute dtype; parameters stay float32
+
+  @property
+  def depth(self):
+    return len(self.heads)
+
+  @property
+  def num_tokens(self):
+    return (self.image_size // self.patch) ** 2
+
+  def to_json(self):
+    return {k: (list(v) if isinstance(v, tuple) else v)
+            for k, v in dataclasses.asdict(self).items()}
+
+  @classmethod
+  def from_json(cls, d):
+    d = dict(d)
+    d["heads"], d["mlp"] = tuple(d["heads"]), tuple(d["mlp"])
+    return cls(**d)
+
+
+def parse_variant(variant):
+  """'S/2' -> (hidden, depth, heads, patch), with a clear error otherwise."""
+  name, _, patch = str(variant).partition("/")
+  if name not in VARIANTS or not patch.isdigit() or int(patch) not in PATCHES:
+    raise ValueError(
+        f"config.model.variant={variant!r} is not NAME/PATCH with NAME in "
+        f"{sorted(VARIANTS)} and PATCH in {list(PATCHES)}; e.g. 'tiny/2' or 'S/4'.")
+  return VARIANTS[name] + (int(patch),)
+
+
+def arch_from_config(model_cfg, image_size, channels, num_classes):
+  """Resolves config.model (variant plus optional overrides) into an Arch."""
+  hidden, depth, heads, patch = parse_variant(model_cfg.variant)
+  hidden = model_cfg.get("hidden") or hidden
+  depth = model_cfg.get("depth") or depth
+  heads = model_cfg.get("heads") or heads
+  heads = tuple(heads) if isinstance(heads, (tuple, list)) else (int(heads),) * depth
+  if len(heads) != depth:
+    raise ValueError(f"config.model.heads has {len(heads)} entries but depth is "
+                     f"{depth}; give one head count per block or a single int.")
+  base_heads = max(heads)
+  if hidden % base_heads:
+    raise ValueError(f"config.model.hidden={hidden} is not divisible by "
+                     f"config.model.heads={base_heads}; pick a hidden size that "
+                     "is a multiple of the head count.")
+  mlp = model_cfg.get("mlp") or int(hidden * model_cfg.get("mlp_ratio", 4.0))
+  mlp = tuple(mlp) if isinstance(mlp, (tuple, list)) else (int(mlp),) * depth
+  if len(mlp) != depth:
+    raise ValueError(f"config.model.mlp has {len(mlp)} entries but depth is {depth}.")
+  if image_size % patch:
+    raise ValueError(f"config.data.image_size={image_size} is not divisible by the "
+                     f"patch size {patch} of config.model.variant="
+                     f"{model_cfg.variant!r}; use a smaller patch.")
+  dtype = model_cfg.get("dtype", "float32")
+  if dtype not in ("float32", "bfloat16", "float16"):
+    raise ValueError(f"config.model.dtype={dtype!r}: use float32 or bfloat16.")
+  return Arch(image_size=image_size, channels=channels, patch=patch,
+              hidden=hidden, head_dim=hidden // base_heads, heads=heads,
+              mlp=mlp, num_classes=num_classes, dtype=dtype)
+
+
+def patchify(img_BHWC, p):
+  b, h, w, c = img_BHWC.shape
+  x = img_BHWC.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, (h // p) * (w // p), p * p * c)
+
+
+def unpatchify(x_BTP, p, c):
+  b, t, _ = x_BTP.shape
+  g = math.isqrt(t)
+  x = x_BTP.reshape(b, g, g, p, p, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, g * p, g * p, c)
+
+
+def sincos_2d(dim, grid):
+  """Fixed 2-D sin-cos position embedding, (grid*grid, dim); numpy, not a param."""
+  def one_axis(d, pos):
+    omega = 1.0 / 10000 ** (np.arange(d // 2, dtype=np.float64) / (d / 2.0))
+    out = np.outer(pos.reshape(-1), omega)
+    return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+  gh, gw = np.meshgrid(np.arange(grid, dtype=np.float64),
+                       np.arange(grid, dtype=np.float64), indexing="ij")
+  emb = np.concatenate([one_axis(dim // 2, gh), one_axis(dim // 2, gw)], axis=1)
+  return emb.astype(np.float32)
+
+
+def timestep_features(t_B, dim=FREQ_DIM, max_period=10000.0):
+  """Sinusoidal features of the network time (in [0, 1], scaled by 1000)."""
+  half = dim // 2
+  freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+  args = 1000.0 * t_B.astype(jnp.float32)[:, None] * freqs[None]
+  return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+
+
+def _param(rngs, init, shape):
+  return nnx.Param(init(rngs.params(), shape, jnp.float32))
+
+
+_xavier = jax.nn.initializers.xavier_uniform
+_zeros = jax.nn.initializers.zeros
+_normal = jax.nn.initializers.normal
+
+
+def _layer_norm(x, eps=1e-6):
+  """LayerNorm without affine parameters: adaLN supplies scale and shift."""
+  x32 = x.astype(jnp.float32)
+  mean = x32.mean(-1, keepdims=True)
+  var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+  return ((x32 - mean) * jax.lax.rsqrt(var + eps)).astype(x.dtype)
+
+
+def _modulate(x, shift, scale):
+  return x * (1 + scale[:, None]) + shift[:, None]
+
+
+class Block(nnx.Module):
+  """adaLN-Zero transformer block; `heads` and `mlp` are this block's own widths."""
+
+  def __init__(self, hidden, head_dim, heads, mlp, dtype, *, rngs):
+    d = hidden
+    self.dtype = jnp.dtype(dtype)
+    self.ada_w = _param(rngs, _zeros, (d, 6 * d))
+    self.ada_b = _param(rngs, _zeros, (6 * d,))
+    # xavier over the fused (D, 3*H*Dh) matrix, as a single Linear would be.
+    qkv = _xavier()(rngs.params(), (d, 3 * heads * head_dim), jnp.float32)
+    self.qkv_w = nnx.Param(qkv.reshape(d, 3, heads, head_dim))
+    self.qkv_b = _param(rngs, _zeros, (3, heads, head_dim))
+    out = _xavier()(rngs.params(), (heads * head_dim, d), jnp.float32)
+    self.out_w = nnx.Param(out.reshape(heads, head_dim, d))
+    self.out_b = _param(rngs, _zeros, (d,))
+    self.fc1_w = _param(rngs, _xavier(), (d, mlp))
+    self.fc1_b = _param(rngs, _zeros, (mlp,))
+    self.fc2_w = _param(rngs, _xavier(), (mlp, d))
+    self.fc2_b = _param(rngs, _zeros, (d,))
+
+  def __call__(self, x_BTD, c_BD, head_mask=None, mlp_mask=None):
+    dt = self.dtype
+    mod = jax.nn.silu(c_BD) @ self.ada_w[...].astype(dt) + self.ada_b[...].astype(dt)
+    sh1, sc1, g1, sh2, sc2, g2 = jnp.split(mod, 6, axis=-1)
+
+    h = _modulate(_layer_norm(x_BTD), sh1, sc1)
+    qkv_BT3HK = (jnp.einsum("btd,dshk->btshk", h, self.qkv_w[...].astype(dt))
+                 + self.qkv_b[...].astype(dt))
+    q, k, v = (qkv_BT3HK[:, :, i] for i in range(3))
+    o_BTHK = jax.nn.dot_product_attention(q, k, v)
+    if head_mask is not None:  # importance probes: d loss / d mask per head
+      o_BTHK = o_BTHK * head_mask.astype(dt)[None, None, :, None]
+    attn = jnp.einsum("bthk,hkd->btd", o_BTHK, self.out_w[...].astype(dt))
+    x_BTD = x_BTD + g1[:, None] * (attn + self.out_b[...].astype(dt))
+
+    h = _modulate(_layer_norm(x_BTD), sh2, sc2)
+    u_BTM = jax.nn.gelu(h @ self.fc1_w[...].astype(dt) + self.fc1_b[...].astype(dt),
+                        approximate=True)
+    if mlp_mask is not None:
+      u_BTM = u_BTM * mlp_mask.astype(dt)
+    m = u_BTM @ self.fc2_w[...].astype(dt) + self.fc2_b[...].astype(dt)
+    return x_BTD + g2[:, None] * m
+
+
+class DiT(nnx.Module):
+  """Predicts the noise eps from (x_t, network time in [0,1], label)."""
+
+  def __init__(self, arch: Arch, *, rngs: nnx.Rngs):
+    self.arch = arch
+    d, p, c = arch.hidden, arch.patch, arch.channels
+    self.patch_w = _param(rngs, _xavier(), (p * p * c, d))
+    self.patch_b = _param(rngs, _zeros, (d,))
+    self.t_w1 = _param(rngs, _normal(0.02), (FREQ_DIM, d))
+    self.t_b1 = _param(rngs, _zeros, (d,))
+    self.t_w2 = _param(rngs, _normal(0.02), (d, d))
+    self.t_b2 = _param(rngs, _zeros, (d,))
+    if arch.num_classes:
+      # the extra last row is the null label used for classifier-free guidance
+      self.label_embed = _param(rngs, _normal(0.02), (arch.num_classes + 1, d))
+    self.blocks = nnx.List([
+        Block(d, arch.head_dim, h, m, arch.dtype, rngs=rngs)
+        for h, m in zip(arch.heads, arch.mlp)])
+    self.final_ada_w = _param(rngs, _zeros, (d, 2 * d))
+    self.final_ada_b = _param(rngs, _zeros, (2 * d,))
+    self.final_w = _param(rngs, _zeros, (d, p * p * c))
+    self.final_b = _param(rngs, _zeros, (p * p * c,))
+
+  def __call__(self, x_BHWC, t_B, y_B=None, head_masks=None, mlp_masks=None):
+    arch, dt = self.arch, jnp.dtype(self.arch.dtype)
+    x = patchify(x_BHWC.astype(dt), arch.patch)
+    x = x @ self.patch_w[...].astype(dt) + self.patch_b[...].astype(dt)
+    grid = arch.image_size // arch.patch
+    x_BTD = x + jnp.asarray(sincos_2d(arch.hidden, grid), dt)[None]
+
+    temb = timestep_features(t_B).astype(dt)
+    temb = jax.nn.silu(temb @ self.t_w1[...].astype(dt) + self.t_b1[...].astype(dt))
+    c_BD = temb @ self.t_w2[...].astype(dt) + self.t_b2[...].astype(dt)
+    if arch.num_classes:
+      if y_B is None:  # unconditional call: everything gets the null label
+        y_B = jnp.full(t_B.shape, arch.num_classes, jnp.int32)
+      c_BD = c_BD + self.label_embed[...].astype(dt)[y_B]
+
+    for i, block in enumerate(self.blocks):
+      x_BTD = block(x_BTD, c_BD,
+                    None if head_masks is None else head_masks[i],
+                    None if mlp_masks is None else mlp_masks[i])
+
+    mod = jax.nn.silu(c_BD) @ self.final_ada_w[...].astype(dt) + self.final_ada_b[...].astype(dt)
+    shift, scale = jnp.split(mod, 2, axis=-1)
+    x = _modulate(_layer_norm(x_BTD), shift, scale)
+    x = x @ self.final_w[...].astype(dt) + self.final_b[...].astype(dt)
+    return unpatchify(x, arch.patch, arch.channels).astype(jnp.float32)
+
+
+def abstract_model(arch):
+  """(graphdef, abstract params) without allocating anything."""
+  graphdef, params = nnx.split(nnx.eval_shape(lambda: DiT(arch, rngs=nnx.Rngs(0))),
+                               nnx.Param)
+  return graphdef, nnx.to_pure_dict(params)
+
+
+def init_params(arch, key):
+  """Parameters as a plain nested dict (what optax, EMA and orbax see)."""
+  model = DiT(arch, rngs=nnx.Rngs(params=key))
+  return nnx.to_pure_dict(nnx.state(model, nnx.Param))
+
+
+def apply(graphdef, params, x, t, y=None, **masks):
+  return nnx.merge(graphdef, params)(x, t, y, **masks)
+
+
+def num_params(arch):
+  _, params = abstract_model(arch)
+  return int(sum(np.prod(p.shape) for p in jax.tree.leaves(params)))
+
+
+def flops_per_image(arch):
+  """Analytic forward FLOPs (2 per multiply-add) of one image; matmuls only."""
+  d, t, pc = arch.hidden, arch.num_tokens, arch.patch ** 2 * arch.channels
+  total = 2 * t * pc * d  # patch embedding
+  total += 2 * (FREQ_DIM * d + d * d)  # timestep MLP
+  for h, m in zip(arch.heads, arch.mlp):
+    inner = h * arch.head_dim
+    total += 2 * d * 6 * d  # adaLN modulation
+    total += 2 * t * d * 3 * inner  # q, k, v
+    total += 2 * 2 * t * t * inner  # scores and weighted sum
+    total += 2 * t * inner * d  # attention output
+    total += 2 * 2 * t * d * m  # MLP
+  total += 2 * d * 2 * d + 2 * t * d * pc  # final layer
+  return int(total)

@@ -1,0 +1,49 @@
+"""Metrics to DIR/metrics.jsonl and TensorBoard event files (no TensorFlow needed)."""
+import json
+import math
+import os
+
+import numpy as np
+from tensorboardX import SummaryWriter
+
+
+def _scalar(v):
+  v = float(np.asarray(v))
+  return v if math.isfinite(v) else str(v)  # JSON has no NaN; keep it readable
+
+
+class MetricWriter:
+  """Appends one JSON object per logged step and mirrors scalars to TensorBoard."""
+
+  def __init__(self, workdir, tensorboard=True):
+    os.makedirs(workdir, exist_ok=True)
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self._file = open(self.path, "a", encoding="utf-8")
+    self._tb = SummaryWriter(logdir=workdir, flush_secs=30) if tensorboard else None
+
+  def write(self, step, metrics):
+    row = {"step": int(step), **{k: _scalar(v) for k, v in metrics.items()}}
+    self._file.write(json.dumps(row) + "\n")
+    self._file.flush()
+    if self._tb is not None:
+      for k, v in row.items():
+        if k != "step" and isinstance(v, float):
+          self._tb.add_scalar(k, v, int(step))
+
+  def close(self):
+    self._file.close()
+    if self._tb is not None:
+      self._tb.close()
+
+
+def read_metrics(workdir):
+  """Rows of metrics.jsonl; for a step logged twice (a resumed run) the last wins."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  by_step = {}
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      for line in f:
+        if line.strip():
+          row = json.loads(line)
+          by_step.setdefault(row["step"], {}).update(row)
+  return [by_step[s] for s in sorted(by_step)]

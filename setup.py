@@ -1,0 +1,28 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="dit_jax",
+    version="0.1.0",
+    description="Diffusion Transformers in JAX/Flax that track and prune memorization.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["dit_jax", "dit_jax.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.7,<0.13",
+        "flax>=0.12,<0.13",
+        "optax>=0.2.4,<0.3",
+        "orbax-checkpoint>=0.11.20,<0.13",
+        "tensorflow-datasets>=4.9.7,<5",
+        "array-record>=0.7,<1",
+        "ml_collections>=1.0,<2",
+        "absl-py>=2.1,<3",
+        "numpy>=1.26,<3",
+        "tensorboardX>=2.6,<3",
+        "tqdm>=4.66,<5",
+        "matplotlib>=3.8,<4",
+        "scikit-learn>=1.4,<2",
+        "pillow>=10,<14",
+    ],
+    extras_require={"test": ["pytest>=8,<10", "hypothesis>=6.100,<7"]},
+)

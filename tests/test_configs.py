@@ -1,0 +1,36 @@
+"""Every config builds, validates and has a runlocal mode; config arguments parse."""
+import importlib
+
+import pytest
+
+from dit_jax import configlib
+
+CONFIGS = ["default", "gmm", "cifar10_5k"]
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+@pytest.mark.parametrize("arg", [None, "runlocal"])
+def test_configs_validate(name, arg):
+  config = importlib.import_module(f"configs.{name}").get_config(arg)
+  configlib.validate(configlib.finalize(config))
+  if arg == "runlocal":
+    assert config.train.steps <= 50 and config.model.depth <= 2
+
+
+def test_config_arguments():
+  from configs import gmm
+  config = gmm.get_config("n=128,d=32,variant=S/2")
+  assert config.data.n_train == 128
+  assert (config.data.image_size, config.data.channels) == (4, 2)
+  assert config.model.variant == "S/2"
+  with pytest.raises(ValueError, match="unknown"):
+    gmm.get_config("nn=3")
+  with pytest.raises(ValueError, match="d=33"):
+    gmm.get_config("d=33")
+
+
+def test_finalize_spells_out_per_block_widths():
+  from configs import default
+  config = configlib.finalize(default.get_config())
+  assert config.model.heads == (4, 4, 4, 4)
+  assert config.model.mlp == (512, 512, 512, 512)

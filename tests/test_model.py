@@ -1,0 +1,88 @@
+"""DiT properties: shapes, adaLN-Zero identity at init, patchify round trip, counts."""
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from flax import nnx
+
+from dit_jax.models import dit
+
+
+def tiny_arch(**kw):
+  base = dict(image_size=8, channels=1, patch=2, hidden=32, head_dim=8,
+              heads=(4, 4), mlp=(64, 64), num_classes=0)
+  base.update(kw)
+  return dit.Arch(**base)
+
+
+def test_patchify_round_trip():
+  x = jax.random.normal(jax.random.PRNGKey(0), (3, 8, 8, 3))
+  p_BTP = dit.patchify(x, 2)
+  assert p_BTP.shape == (3, 16, 12)
+  np.testing.assert_array_equal(dit.unpatchify(p_BTP, 2, 3), x)
+  # a patch holds a contiguous 2x2 square of pixels
+  np.testing.assert_array_equal(p_BTP[0, 1].reshape(2, 2, 3), x[0, 0:2, 2:4])
+
+
+def test_every_block_is_identity_at_init():
+  model = dit.DiT(tiny_arch(num_classes=3), rngs=nnx.Rngs(0))
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 16, 32))
+  c = jax.random.normal(jax.random.PRNGKey(2), (2, 32))
+  for block in model.blocks:
+    np.testing.assert_array_equal(block(x, c), x)
+  # and the zero-initialised final layer predicts zero noise
+  out = model(jnp.ones((2, 8, 8, 1)), jnp.array([0.1, 0.9]), jnp.array([0, 3]))
+  assert out.shape == (2, 8, 8, 1)
+  np.testing.assert_array_equal(out, 0.0)
+
+
+def test_uneven_blocks_and_counts():
+  arch = tiny_arch(heads=(4, 1), mlp=(64, 8))
+  graphdef, params = dit.abstract_model(arch)
+  assert params["blocks"][1]["qkv_w"].shape == (32, 3, 1, 8)
+  assert params["blocks"][1]["fc1_w"].shape == (32, 8)
+  real = dit.init_params(arch, jax.random.PRNGKey(0))
+  assert dit.num_params(arch) == sum(p.size for p in jax.tree.leaves(real))
+  out = dit.apply(graphdef, real, jnp.zeros((1, 8, 8, 1)), jnp.zeros((1,)))
+  assert out.shape == (1, 8, 8, 1)
+  # pruning block 1 from 4 heads to 1 removes 3 heads' worth of attention FLOPs
+  full = dit.flops_per_image(tiny_arch())
+  t, dh = 16, 8
+  per_head = 2 * t * 32 * 3 * dh + 2 * 2 * t * t * dh + 2 * t * dh * 32
+  per_unit = 2 * 2 * t * 32
+  assert full - dit.flops_per_image(arch) == 3 * per_head + 56 * per_unit
+
+
+def test_default_preset_size():
+  """The DESIGN's probe DiT: tiny/2 on 8x8x1 is about 1.3M parameters."""
+  cfg = ml_collections.ConfigDict(dict(variant="tiny/2"))
+  arch = dit.arch_from_config(cfg, 8, 1, 0)
+  assert arch.heads == (4,) * 4 and arch.mlp == (512,) * 4 and arch.head_dim == 32
+  assert 1.2e6 < dit.num_params(arch) < 1.4e6
+
+
+@pytest.mark.parametrize("overrides, field", [
+    (dict(variant="tiny/2", hidden=100, heads=3), "config.model.hidden"),
+    (dict(variant="tiny/3"), "config.model.variant"),
+    (dict(variant="huge/2"), "config.model.variant"),
+    (dict(variant="tiny/2", heads=(4, 4)), "config.model.heads"),
+    (dict(variant="tiny/4", dtype="int8"), "config.model.dtype"),
+])
+def test_bad_model_config(overrides, field):
+  with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+    dit.arch_from_config(ml_collections.ConfigDict(overrides), 8, 1, 0)
+
+
+def test_image_size_not_divisible_by_patch():
+  with pytest.raises(ValueError, match=r"config\.data\.image_size=6"):
+    dit.arch_from_config(ml_collections.ConfigDict(dict(variant="tiny/4")), 6, 1, 0)
+
+
+def test_bfloat16_compute_keeps_float32_params_and_output():
+  arch = tiny_arch(dtype="bfloat16")
+  graphdef, _ = dit.abstract_model(arch)
+  params = dit.init_params(arch, jax.random.PRNGKey(0))
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
+  out = dit.apply(graphdef, params, jnp.ones((2, 8, 8, 1)), jnp.ones((2,)))
+  assert out.dtype == jnp.float32
