@@ -3,26 +3,53 @@
 Each step directory holds `state` (params, optimizer state, EMA, step, rng) and
 `meta` (architecture, base architecture from the config, data position, and
 anything else the run needs to rebuild its shapes before restoring arrays).
-"""
-import logging
 
-log = logging.getLogger("dit_jax")
+`meta` also carries a checksum of every array, taken at save time: orbax reads a
+flipped byte inside a compressed chunk back as garbage without an error, so
+`restore` compares the checksums and refuses a state that does not match.
+`restore_latest` falls back past damaged steps and moves them aside, never deletes.
+"""
+import contextlib
+import errno
+import logging
+import sys
+import time
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from etils import epath
 
+log = logging.getLogger("dit_jax")
+
+DAMAGED_PREFIX = "damaged-"
+
+
+class DamagedCheckpointError(ValueError):
+  """A step that cannot be read back as it was written."""
+
+
+class CheckpointWriteError(ValueError):
+  """A save that failed (disk full, read-only, ...); the older steps are intact."""
+
 
 class Checkpointer:
-  """A thin layer over ocp.CheckpointManager with asynchronous saves."""
+  """A thin layer over ocp.CheckpointManager with asynchronous saves.
 
-  def __init__(self, directory, keep=3, async_save=True):
+  cleanup=True (the training run, which holds the workdir lock) lets orbax remove
+  unfinished `<step>.orbax-checkpoint-tmp` saves left by a crash; readers leave them,
+  as they may belong to a run that is saving right now.
+  """
+
+  def __init__(self, directory, keep=3, async_save=True, cleanup=False):
     self.directory = epath.Path(directory)
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=True,
+            max_to_keep=keep, create=True, cleanup_tmp_directories=cleanup,
             enable_async_checkpointing=async_save))
+    self._write_failed = False
+    _quiet_abandoned_io()
 
   def latest_step(self):
     return self.manager.latest_step()
@@ -36,16 +63,52 @@ class Checkpointer:
     return out["meta"]
 
   def restore(self, abstract_state, step=None):
-    """Restores arrays into the shapes and shardings of `abstract_state`."""
+    """Restores arrays into the shapes and shardings of `abstract_state`.
+
+    Raises DamagedCheckpointError when the arrays differ from their checksums.
+    """
     step = self.latest_step() if step is None else step
     out = self.manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state),
         meta=ocp.args.JsonRestore()))
+    _verify(out["state"], out["meta"], self.step_path(step))
     return out["state"], out["meta"]
 
+  def restore_latest(self, abstract_fn):
+    """(step, state, meta) of the newest step that reads back whole; None if none exist.
+
+    abstract_fn(meta) -> the abstract state of that step (its architecture may
+    differ from the config's after pruning); its errors propagate. Damaged steps
+    are skipped with a warning and, once an older one has restored, moved aside.
+    """
+    skipped = []
+    for step in sorted(self.all_steps(), reverse=True):
+      try:
+        meta = self._read_meta(step)
+      except Exception as e:  # pylint: disable=broad-except
+        skipped.append(self._skip(step, e))
+        continue
+      abstract = abstract_fn(meta)
+      try:
+        state, meta = self.restore(abstract, step)
+      except Exception as e:  # pylint: disable=broad-except
+        skipped.append(self._skip(step, e))
+        continue
+      self._set_aside(skipped)
+      return step, state, meta
+    if skipped:  # nothing good to fall back to: change nothing, let a person decide
+      raise DamagedCheckpointError(
+          f"no checkpoint in {self.directory} reads back ("
+          + "; ".join(f"{p.name}: {why}" for p, why in skipped)
+          + "). Nothing was moved or deleted; move these step directories elsewhere "
+          "to start afresh, or use another --workdir.")
+    return None
+
   def save(self, step, state, meta, force=False):
-    saved = self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=force)
+    meta = dict(meta, checksums=checksums(state))
+    with self._write_errors():  # this save's own writes, or the previous async one's
+      saved = self.manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=force)
     if saved:
       log.info("checkpoint at step %d queued in %s", step, self.directory)
     return saved
@@ -54,11 +117,135 @@ class Checkpointer:
     return self.manager.reached_preemption(step)
 
   def wait(self):
-    self.manager.wait_until_finished()
+    with self._write_errors():
+      self.manager.wait_until_finished()
 
   def close(self):
-    self.manager.wait_until_finished()
-    self.manager.close()
+    reported = self._write_failed
+    try:
+      self.wait()
+    except CheckpointWriteError:
+      if not reported:  # else raised already: don't mask the error on its way out
+        raise
+    finally:
+      self.manager.close()
+
+  @contextlib.contextmanager
+  def _write_errors(self):
+    """A failed save (often a full disk) as one clear error; orbax's own is its cause."""
+    try:
+      yield
+    except Exception as e:  # pylint: disable=broad-except
+      self._write_failed = True
+      raise _write_error(self.directory, e, self.all_steps()) from e
+
+  def step_path(self, step):
+    return self.directory / str(step)
+
+  def _read_meta(self, step):
+    path = self.step_path(step)
+    # orbax lists a step directory by its name alone; the marker is written last
+    if not ocp.step.is_path_finalized(
+        path, temporary_path_cls=ocp.path.atomicity.CommitFileTemporaryPath):
+      raise DamagedCheckpointError(
+          f"no {ocp.path.atomicity.COMMIT_SUCCESS_FILE} (an unfinished or partly copied save)")
+    return self.restore_meta(step)
+
+  def _skip(self, step, error):
+    path = self.step_path(step)
+    why = f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"
+    log.warning("skipping damaged checkpoint %s (%s); trying the one before", path, why)
+    return path, why
+
+  def _set_aside(self, skipped):
+    """Renames damaged steps out of orbax's view: kept for a person, and no later
+    save of the same step collides with them or garbage-collects good ones."""
+    if not skipped:
+      return
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    if jax.process_index() == 0:
+      for path, _ in skipped:
+        target = path.parent / f"{DAMAGED_PREFIX}{path.name}-{stamp}"
+        path.rename(target)
+        log.warning("moved damaged checkpoint %s to %s (kept, not deleted)", path, target)
+    if jax.process_count() > 1:
+      ocp.multihost.sync_global_processes("dit_jax_set_aside_damaged")
+    self.manager.reload()
+
+
+def _write_error(directory, error, steps):
+  text = str(error).splitlines()[0] if str(error) else type(error).__name__
+  full = getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or any(
+      s in str(error) for s in ("No space left", "os_error_code='28'", "Disk quota"))
+  return CheckpointWriteError(
+      f"a checkpoint could not be written to {directory}"
+      + (": the disk is full" if full else "") + f" ({text[:500]}). The complete "
+      f"checkpoints there (steps {steps}) are kept; fix this and run the same command "
+      "again to resume from the newest.")
+
+
+def _quiet_abandoned_io():
+  """When one array of a save or restore fails, orbax abandons the others' coroutines,
+  which print thousands of lines of 'Event loop is closed' and hide the real error."""
+  previous = sys.unraisablehook
+  if getattr(previous, "dit_jax_quiet", False):
+    return
+
+  def hook(unraisable):
+    exc, code = unraisable.exc_value, getattr(unraisable.object, "cr_code", None)
+    if not ((isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed") or
+            (code is not None and "orbax" in code.co_filename)):
+      previous(unraisable)
+  hook.dit_jax_quiet = True
+  sys.unraisablehook = hook
+
+
+def _bits(x):
+  """The raw bits of x as flat uint32: integer sums of them are exact in any order."""
+  if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+    x = jax.random.key_data(x)
+  if x.dtype == jnp.bool_:
+    return x.reshape(-1).astype(jnp.uint32)
+  unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint32}[x.dtype.itemsize]
+  return jax.lax.bitcast_convert_type(x, unsigned).reshape(-1).astype(jnp.uint32)
+
+
+@jax.jit
+def _checksum_arrays(tree):
+  def one(x):
+    bits = _bits(x)
+    # odd weights: changing any single element always changes the weighted sum
+    w = jnp.arange(bits.size, dtype=jnp.uint32) * jnp.uint32(0x3C6EF362) + jnp.uint32(1)
+    return jnp.stack([bits.sum(dtype=jnp.uint32), (bits * w).sum(dtype=jnp.uint32)])
+  return jax.tree.map(one, tree)
+
+
+def checksums(state):
+  """{'params/...': [sum, weighted sum]} of the bits of every array, mod 2**32.
+
+  Exact integer arithmetic, so the same on any device, sharding or reduction order.
+  """
+  sums = jax.device_get(_checksum_arrays(state))
+  flat, _ = jax.tree_util.tree_flatten_with_path(sums)
+  return {_name(path): [int(v) for v in value] for path, value in flat}
+
+
+def _name(path):
+  """'opt_state/1/0/mu/...': the same whether lists come back as lists or as dicts."""
+  return "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k))))
+                  for k in path)
+
+
+def _verify(state, meta, path):
+  expected = meta.get("checksums")
+  if expected is None:  # written before checksums existed
+    return
+  got = checksums(state)
+  bad = sorted(k for k in set(expected) | set(got) if expected.get(k) != got.get(k))
+  if bad:
+    raise DamagedCheckpointError(
+        f"{path}: {len(bad)} array(s) differ from their checksums at save time, "
+        f"e.g. {bad[0]}")
 
 
 def abstract_with_shardings(abstract_state, shardings):

@@ -38,6 +38,9 @@ def print_summary(run):
   print(f"  step {last.get('step', '?')}  train/loss {last.get('train/loss', float('nan')):.4f}"
         f"  steps/s {last.get('train/steps_per_sec', float('nan')):.1f}")
   print("  hook time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in run.timings.items()))
+  if getattr(run, "summary", None):
+    from dit_jax import evaluate
+    print("  eval: " + evaluate.format_summary(run.summary))
   for name in ("config.json", "metrics.jsonl", "checkpoints", "samples", "eval.json", "report"):
     if os.path.exists(os.path.join(run.workdir, name)):
       print(f"  {name}")

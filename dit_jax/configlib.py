@@ -1,4 +1,8 @@
 """Config helpers: string arguments of get_config, the shared base config, checks."""
+import importlib.util
+import math
+import os
+
 import ml_collections
 from ml_collections.config_dict import placeholder
 
@@ -26,11 +30,19 @@ def parse_arg(arg, **defaults):
   return out
 
 
+def load_config_file(path, arg=None):
+  """get_config(arg) of a config file given by path (sweeps build on the configs)."""
+  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
 def base_config():
   """Fields every config shares; experiment configs override what differs."""
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.data = dict(name="digits", n_train=32, n_heldout=256, image_size=8,
+  c.data = dict(name="digits", n_train=32, n_heldout=512, image_size=8,
                 channels=1, data_dir=placeholder(str), conditional=False,
                 gmm=dict(k=8, scale=2.0, cov_scale=1.0, cov_diag=placeholder(tuple),
                          size=20000, data_seed=0))
@@ -45,15 +57,77 @@ def base_config():
   c.log_every = 100
   c.checkpoint = dict(every=1000, keep=3)
   c.sample = dict(every=2000, num=64, method="ddim", steps=50, guidance=1.0)
-  c.memo = dict(every=0)
+  c.memo = dict(every=250, probe=32, buckets=8)
+  c.eval = dict(num=512, at_end=True)
+  # at_step < 0: no pruning. finetune_steps > 0 sets train.steps = at_step + finetune_steps.
   c.prune = dict(at_step=-1, ratio=0.2, mlp_ratio=0.0, method="head_grad",
-                 finetune_steps=0)
+                 finetune_steps=0, target="ratio", use_ema=False, batches=16,
+                 batch_size=64, min_heads=1, mlp_multiple=8, eval_before=True,
+                 tolerance=0.05, capacity_ratios=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7),
+                 capacity_steps=100)
   return c
 
 
 def _positive_int(value, field):
   if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
     raise ValueError(f"config.{field} must be a positive integer, got {value!r}.")
+
+
+# integer fields validate() checks beyond the positive ones, and the least value of each
+_LEAST = (("seed", 0), ("train.warmup_steps", 0), ("model.hidden", 0), ("model.depth", 0),
+          ("diffusion.num_steps", 2), ("sample.every", 0), ("sample.num", 0),
+          ("sample.steps", 1), ("memo.every", 0))
+# float fields: the test each must pass, and what it asks for
+_RANGES = (("train.weight_decay", lambda v: v >= 0, ">= 0"),
+           ("train.grad_clip", lambda v: v >= 0, ">= 0 (0: no clipping)"),
+           ("train.b1", lambda v: 0 <= v < 1, "in [0, 1)"),
+           ("train.b2", lambda v: 0 <= v < 1, "in [0, 1)"),
+           ("model.mlp_ratio", lambda v: v > 0, "> 0"),
+           ("model.class_dropout", lambda v: 0 <= v <= 1, "in [0, 1]"))
+
+
+def _field(config, field):
+  for part in field.split("."):
+    config = config.get(part) if config is not None else None
+  return config
+
+
+def _check_finite(node, name="config"):
+  """NaN or inf anywhere (a typo'd override) is named before it reaches a computation."""
+  if isinstance(node, float) and not math.isfinite(node):
+    raise ValueError(f"{name} must be a finite number, got {node!r}.")
+  items = (node.items() if isinstance(node, dict) else
+           enumerate(node) if isinstance(node, (tuple, list)) else ())
+  for key, value in items:
+    _check_finite(value, f"{name}.{key}" if isinstance(node, dict) else f"{name}[{key}]")
+
+
+def _check_raw(config):
+  """What finalize() computes with: NaN, inf or an absurd depth fail by name, not deep inside."""
+  _check_finite(config.to_dict())
+  depth = config.model.get("depth", 0)
+  if isinstance(depth, bool) or not isinstance(depth, int) or not 0 <= depth <= 1024:
+    raise ValueError(f"config.model.depth must be an integer in [0, 1024] (0: the "
+                     f"variant's), got {depth!r}.")
+
+
+def _check_ranges(config):
+  """What the fields named in _LEAST, _RANGES and config.model's per-block lists allow."""
+  _check_finite(config.to_dict())
+  for field, least in _LEAST:
+    value = _field(config, field)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                              or value < least):
+      raise ValueError(f"config.{field} must be an integer >= {least}, got {value!r}.")
+  for field, ok, wanted in _RANGES:
+    value = _field(config, field)
+    if value is not None and (isinstance(value, bool) or not ok(value)):
+      raise ValueError(f"config.{field} must be {wanted}, got {value!r}.")
+  for field in ("heads", "mlp"):  # spelled out per block by finalize()
+    values = config.model.get(field) or ()
+    if any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in values):
+      raise ValueError(f"config.model.{field} entries must be positive integers, "
+                       f"got {values!r}.")
 
 
 def validate(config, num_devices=1):
@@ -74,10 +148,18 @@ def validate(config, num_devices=1):
   for field in ("log_every", "checkpoint.every", "checkpoint.keep"):
     _positive_int(config[field] if "." not in field else
                   config[field.split(".")[0]][field.split(".")[1]], field)
+  _check_ranges(config)
   if config.sample.method not in diffusion.SAMPLERS:
     raise ValueError(f"config.sample.method={config.sample.method!r}: use one of "
                      f"{diffusion.SAMPLERS}.")
-  data_lib.check_config(config.data)
+  _check_prune(config.prune, config.train.steps)
+  try:
+    data_lib.check_config(config.data)
+  except ValueError as e:  # e.g. TFDS's own name parsing, which does not name the field
+    if "config.data" in str(e):
+      raise
+    raise ValueError(f"config.data does not work ({str(e).splitlines()[0]}); check "
+                     f"config.data.name={config.data.name!r} and its settings.") from e
   diffusion.schedule_from_config(config.diffusion)
   # the architecture checks (divisibility, per-block lists) before any data loads
   dit.arch_from_config(config.model, config.data.image_size, config.data.channels, 0)
@@ -86,6 +168,7 @@ def validate(config, num_devices=1):
 def finalize(config):
   """A copy with per-block widths spelled out: config.model.heads/mlp become tuples."""
   config = ml_collections.ConfigDict(config.to_dict())
+  _check_raw(config)
   hidden, depth, heads, _ = dit.parse_variant(config.model.variant)
   m = config.model
   m.hidden = m.hidden or hidden
@@ -99,6 +182,9 @@ def finalize(config):
   elif isinstance(m.mlp, int):
     m.mlp = (m.mlp,) * m.depth
   m.heads, m.mlp = tuple(m.heads), tuple(m.mlp)
+  p = config.prune
+  if p.at_step >= 0 and p.finetune_steps > 0:
+    config.train.steps = p.at_step + p.finetune_steps
   return config
 
 
@@ -112,7 +198,28 @@ def make_runlocal(config):
   config.train.warmup_steps = 5
   config.log_every = 5
   config.checkpoint.every = 10
+  config.memo.every, config.memo.probe, config.memo.buckets = 10, 8, 4
+  config.eval.num, config.eval.at_end = 32, False
+  config.prune.eval_before = False
   config.sample.every = 0
   config.sample.num = 8
   config.sample.steps = 5
   return config
+
+
+def _check_prune(p, steps):
+  from dit_jax import pruning  # here, not at the top: pruning -> state -> configlib
+  if p.at_step < 0:
+    return
+  if p.at_step > steps:
+    raise ValueError(f"config.prune.at_step={p.at_step} is after the last step {steps}; "
+                     "raise config.train.steps or set config.prune.finetune_steps.")
+  if p.method not in pruning.METHODS:
+    raise ValueError(f"config.prune.method={p.method!r}: use one of {pruning.METHODS}.")
+  if p.target not in ("ratio", "capacity"):
+    raise ValueError(f"config.prune.target={p.target!r}: use 'ratio' or 'capacity'.")
+  for field in ("ratio", "mlp_ratio"):
+    if not 0 <= p[field] < 1:
+      raise ValueError(f"config.prune.{field}={p[field]!r} must be in [0, 1).")
+  for field in ("batches", "batch_size", "min_heads", "mlp_multiple", "capacity_steps"):
+    _positive_int(p[field], f"prune.{field}")

@@ -1,8 +1,11 @@
 """Images and plots written to the workdir."""
 import os
 
-import numpy as np
-from PIL import Image
+import matplotlib
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
 
 
 def to_uint8(x, value_range=(-1.0, 1.0)):
@@ -12,11 +15,13 @@ def to_uint8(x, value_range=(-1.0, 1.0)):
   return np.clip(np.round((x - lo) / max(hi - lo, 1e-8) * 255), 0, 255).astype(np.uint8)
 
 
-def save_grid(images_NHWC, path, value_range=(-1.0, 1.0), scale=None):
+def save_grid(images_NHWC, path, value_range=(-1.0, 1.0), scale=None, cols=None):
   """Saves N images as a near-square grid PNG, upscaled so small images are visible."""
   imgs = to_uint8(images_NHWC, value_range)
+  if imgs.shape[-1] not in (1, 3):  # e.g. a 2-channel gmm layout: show the first channel
+    imgs = imgs[..., :1]
   n, h, w, c = imgs.shape
-  cols = int(np.ceil(np.sqrt(n)))
+  cols = cols or int(np.ceil(np.sqrt(n)))
   rows = int(np.ceil(n / cols))
   grid = np.zeros((rows * (h + 1) + 1, cols * (w + 1) + 1, c), np.uint8)
   for i in range(n):
@@ -28,3 +33,86 @@ def save_grid(images_NHWC, path, value_range=(-1.0, 1.0), scale=None):
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   img.save(path)
   return path
+
+
+def save_figure(fig, path):
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def _series(rows, key):
+  pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), float)]
+  return np.array(pts).T if pts else None
+
+
+def plot_gap_curves(rows, path, prefix="memo_ema"):
+  """Losses on the fixed probes over training, and where the model sits between scores."""
+  fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+  for key, label, style in [(f"{prefix}/train_loss", "model, train probe", "-"),
+                            (f"{prefix}/heldout_loss", "model, held-out probe", "-"),
+                            ("memo/gt_loss", "ground-truth score", "--"),
+                            ("memo/emp_loss", "empirical score", ":")]:
+    xy = _series(rows, key)
+    if xy is not None:
+      ax1.plot(*xy, style, label=label)
+  ax1.set(xlabel="step", ylabel="denoising loss", title="loss on fixed probes")
+  ax1.legend(fontsize=8)
+  for key, label in [(f"{prefix}/index", "memo index (gt -> emp)"),
+                     (f"{prefix}/gap_index", "gap / empirical gap")]:
+    xy = _series(rows, key)
+    if xy is not None:
+      ax2.plot(*xy, label=label)
+  ax2.axhline(0, color="gray", lw=0.5)
+  ax2.axhline(1, color="gray", lw=0.5, ls=":")
+  ax2.set(xlabel="step", title="0: generalizing, 1: memorizing")
+  ax2.legend(fontsize=8)
+  return save_figure(fig, path)
+
+
+def plot_gap_vs_t(row, t_centers, path, prefix="memo_ema"):
+  """Per-bucket gaps at one step against the diffusion time (small t first)."""
+  fig, ax = plt.subplots(figsize=(5, 3.8))
+  b = len(t_centers)
+  for key, label in [(f"{prefix}/gap", "model: held-out - train"),
+                     ("memo/loss_gap", "Loss-Gap: gt - emp (exact)")]:
+    ys = [row.get(f"{key}_t{i}") for i in range(b)]
+    if all(isinstance(y, float) for y in ys):
+      ax.plot(t_centers, ys, "o-", label=label)
+  ax.set(xscale="log", xlabel="t (bucket centre)", ylabel="loss difference",
+         title=f"gaps by noise level, step {row.get('step')}")
+  ax.legend(fontsize=8)
+  return save_figure(fig, path)
+
+
+def plot_ratio_hist(d1sq, d2sq, path, threshold=1 / 3):
+  ratio = np.sqrt(np.asarray(d1sq) / np.maximum(np.asarray(d2sq), 1e-20))
+  fig, ax = plt.subplots(figsize=(5, 3.8))
+  ax.hist(ratio, bins=50, range=(0, 1))
+  ax.axvline(threshold, color="red", ls="--", label=f"memorized if <= {threshold:.2f}")
+  ax.set(xlabel="d(NN1) / d(NN2)", ylabel="samples",
+         title=f"{np.mean(ratio <= threshold):.1%} of {len(ratio)} samples memorized")
+  ax.legend(fontsize=8)
+  return save_figure(fig, path)
+
+
+def save_nn_pairs(samples_NHWC, train_NHWC, nn_idx, path, value_range, num=16):
+  """Each generated sample (odd columns) beside its nearest training image."""
+  n = min(num, len(samples_NHWC))
+  pairs = np.stack([samples_NHWC[:n], train_NHWC[np.asarray(nn_idx[:n])]], 1)
+  return save_grid(pairs.reshape(2 * n, *samples_NHWC.shape[1:]), path, value_range, cols=8)
+
+
+def compare_runs(workdirs, labels, key, path, title=None):
+  """One metric over training for several runs (e.g. small vs large n)."""
+  from dit_jax import writers
+  fig, ax = plt.subplots(figsize=(5.5, 3.8))
+  for w, label in zip(workdirs, labels):
+    xy = _series(writers.read_metrics(w), key)
+    if xy is not None:
+      ax.plot(*xy, label=label)
+  ax.set(xlabel="step", ylabel=key, title=title or key)
+  ax.legend(fontsize=8)
+  return save_figure(fig, path)

@@ -1,4 +1,5 @@
 """The command-line entry points, as a user runs them."""
+import json
 import os
 import subprocess
 import sys
@@ -43,3 +44,29 @@ def test_bad_flag_value_is_one_line_not_a_traceback(tmp_path, data_dir):
   assert proc.returncode != 0
   assert "error: config.train.steps must be a positive integer" in proc.stderr
   assert "Traceback" not in proc.stderr
+
+
+def test_evaluate_writes_eval_json_and_report(tmp_path, data_dir):
+  w = str(tmp_path / "w")
+  train(w, data_dir)
+  proc = script("evaluate.py", "--workdir", w, "--num", "24")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "mem_ratio" in proc.stdout
+  ev = json.load(open(os.path.join(w, "eval.json")))
+  for key in ("mem_ratio", "precision", "recall", "fd", "num_params", "flops_per_image",
+              "d_ratio_p50", "step"):
+    assert key in ev, key
+  assert 0.0 <= ev["mem_ratio"] <= 1.0 and ev["step"] == 20
+  assert ev["fd_space"].startswith("classifier")
+  for png in ("gap_curves", "gap_vs_t", "d_ratio_hist", "nearest_train", "samples"):
+    assert os.path.exists(os.path.join(w, "report", f"{png}.png")), png
+
+
+def test_figure1_script(tmp_path):
+  out = str(tmp_path / "fig.png")
+  proc = script("figure1.py", "--n", "16,64", "--queries", "32", "--d", "16", "--out", out)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  res = json.load(open(str(tmp_path / "fig.json")))
+  small, large = res["curves"]["16"]["loss_gap"], res["curves"]["64"]["loss_gap"]
+  assert small[0] > small[-1]  # grows as t -> 0
+  assert small[0] > large[0]  # shrinks as n grows

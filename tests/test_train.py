@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from configs import default
-from dit_jax import train, writers
+from dit_jax import state as state_lib, steps, train, writers
 
 
 def tiny(data_dir, **overrides):
@@ -24,7 +24,7 @@ def tiny(data_dir, **overrides):
 
 
 def final_params(workdir):
-  _, _, state, meta = train.load_workdir(workdir)
+  _, _, state, meta = state_lib.load_workdir(workdir)
   return state, meta
 
 
@@ -36,6 +36,10 @@ def test_whole_loop_writes_the_workdir(tmp_path, data_dir):
   for key in ("train/loss", "train/grad_norm", "train/lr", "train/param_norm"):
     assert np.isfinite(rows[-1][key])
   assert "train/steps_per_sec" in rows[-1]
+  for prefix in ("memo", "memo_ema"):  # the gap tracker ran at steps 10 and 20
+    assert {f"{prefix}/train_loss", f"{prefix}/heldout_loss", f"{prefix}/gap",
+            f"{prefix}/gap_index_t3"} <= set(rows[-1])
+  assert rows[-1]["memo/emp_loss"] < rows[-1]["memo/emp_heldout_loss"]
   assert sorted(os.listdir(os.path.join(w, "checkpoints")))[:2] == ["10", "20"]
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(w))
   assert os.path.exists(os.path.join(w, "samples", "step_0000020.png"))
@@ -68,8 +72,9 @@ def test_stop_and_resume_equals_one_run(tmp_path, data_dir):
   assert last(straight) == last(stopped)
 
 
-def test_more_steps_continue_a_finished_run(tmp_path, data_dir):
-  w = str(tmp_path / "w")
+def test_more_steps_continue_a_finished_run(tmp_path, data_dir, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  w = "w"  # relative, as users type it
   train.train_and_evaluate(tiny(data_dir), w)
   run = train.train_and_evaluate(tiny(data_dir, **{"train.steps": 30}), w)
   assert int(run.state["step"]) == 30
@@ -78,14 +83,14 @@ def test_more_steps_continue_a_finished_run(tmp_path, data_dir):
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, data_dir, monkeypatch):
   w = str(tmp_path / "w")
-  good = train.get_batch
+  good = steps.get_batch
   def poisoned(dataset, seed, step, batch_size, labels=False):
     batch = good(dataset, seed, step, batch_size, labels)
     if step == 12:  # the batch of step 13
       batch["x"] = np.full_like(batch["x"], np.nan)
     return batch
-  monkeypatch.setattr(train, "get_batch", poisoned)
-  with pytest.raises(train.NonFiniteLossError, match="at step 13"):
+  monkeypatch.setattr(steps, "get_batch", poisoned)
+  with pytest.raises(steps.NonFiniteLossError, match="at step 13"):
     train.train_and_evaluate(tiny(data_dir), w)
   state, meta = final_params(w)
   assert meta["step"] == 10
@@ -126,5 +131,5 @@ def test_class_conditional_training_and_guided_sampling(tmp_path, data_dir):
   assert run.setup.arch.num_classes == 10
   assert run.state["params"]["label_embed"].shape == (11, 64)  # + the null label
   out = str(tmp_path / "s.png")
-  assert train.sample_to_png(w, out, num=4, steps=3, guidance=2.0) == 10
+  assert state_lib.sample_to_png(w, out, num=4, steps=3, guidance=2.0) == 10
   assert os.path.getsize(out) > 0

@@ -1,0 +1,58 @@
+"""The Table-1 comparison: prune methods x seeds from one base run per seed.
+
+Each seed trains one base model to `at` steps (shared by every point of that
+seed); each point prunes it (or not: "original") and fine-tunes `ft` steps on
+the same training set, then samples and measures memorization and quality.
+  python scripts/sweep.py --config configs/sweeps/prune_ratio.py:data=digits --workdir runs/sweep_digits
+  python scripts/sweep.py --config configs/sweeps/prune_ratio.py:data=gmm,seeds=3 --workdir W
+"""
+import os
+
+from dit_jax import configlib
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+# name -> config.prune overrides; "original" is the unpruned control, fine-tuned equally
+METHODS = {
+    "original": dict(at_step=-1),
+    "head_grad": dict(method="head_grad", ratio=0.2, mlp_ratio=0.0),  # the paper
+    "random": dict(method="random", ratio=0.2, mlp_ratio=0.0),  # the paper's baseline
+    "contrast": dict(method="contrast", ratio=0.2, mlp_ratio=0.5),
+    "capacity": dict(method="contrast", target="capacity"),
+}
+
+
+def _arg(arg):
+  return configlib.parse_arg(arg, data="digits", seeds=3, at=4000, ft=500, num=512,
+                             methods="+".join(METHODS))
+
+
+def get_config(arg=None):
+  """The base config every point shares (before its overrides)."""
+  a = _arg(arg)
+  name = {"digits": "default.py", "gmm": "gmm.py"}[a.data]
+  base_arg = "runlocal" if a.runlocal else None
+  config = configlib.load_config_file(os.path.join(_HERE, "..", name)).get_config(base_arg)
+  if not a.runlocal:
+    config.prune.at_step, config.prune.finetune_steps = a.at, a.ft
+    config.eval.num = a.num
+    config.sample.every = 0
+  else:
+    config.prune.at_step, config.prune.finetune_steps = 10, 5
+    config.prune.batches, config.prune.batch_size = 2, 8
+    config.prune.capacity_steps, config.prune.capacity_ratios = 2, (0.25, 0.5)
+  config.prune.eval_before = False
+  return config
+
+
+def get_sweep(arg=None):
+  """A list of points: a name and dotted config overrides."""
+  a = _arg(arg)
+  seeds = range(1 if a.runlocal else a.seeds)
+  methods = a.methods.split("+")  # e.g. methods=original+head_grad
+  points = []
+  for seed in seeds:
+    for m in methods:
+      over = {"seed": seed, **{f"prune.{k}": v for k, v in METHODS[m].items()}}
+      points.append({"name": f"{m}-s{seed}", "method": m, "overrides": over})
+  return points

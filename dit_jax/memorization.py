@@ -1,0 +1,192 @@
+"""Closed-form scores and the train-time memorization gap tracker.
+
+The empirical score (the exact minimiser of the training loss) only reproduces
+training points; the ground-truth score of a known density does not minimise
+the training loss (the paper's Prop. 4.1). The tracker measures, on fixed probes
+and fixed noise, where the model sits between the two.
+
+Scores are expressed as eps-predictions, eps = -s_t * score, so that every loss
+here is the same quantity the model is trained on.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dit_jax import diffusion
+
+
+def _chunk_size(batch, dim, budget=2 ** 24):
+  """Training points per chunk so a (batch, chunk, dim) block holds ~`budget` floats."""
+  return max(1, min(4096, budget // max(1, batch * dim)))
+
+
+@functools.partial(jax.jit, static_argnames=("chunk",))
+def empirical_denoiser(x_BD, a_B, s_B, train_ND, chunk=None):
+  """E[X_0 | X_t = x] under the empirical distribution of `train_ND`.
+
+  Softmax weights w_i ~ exp(-||x - a x_i||^2 / (2 s^2)), accumulated over chunks
+  of training points with a running log-sum-exp, so memory stays bounded and
+  tiny s (weights near one-hot) stays exact in float32.
+  """
+  n, d = train_ND.shape
+  chunk = chunk or _chunk_size(x_BD.shape[0], d)
+  pad = -n % chunk
+  pts = jnp.concatenate([train_ND, jnp.zeros((pad, d), train_ND.dtype)])
+  valid = jnp.arange(n + pad) < n
+  pts, valid = pts.reshape(-1, chunk, d), valid.reshape(-1, chunk)
+  inv2s2 = 0.5 / jnp.square(s_B)
+
+  def body(carry, inputs):
+    m_B, l_B, acc_BD = carry
+    p_CD, ok_C = inputs
+    diff = x_BD[:, None, :] - a_B[:, None, None] * p_CD[None]
+    logit_BC = jnp.where(ok_C[None], -jnp.sum(diff * diff, -1) * inv2s2[:, None], -jnp.inf)
+    m_new = jnp.maximum(m_B, logit_BC.max(-1))
+    scale = jnp.exp(m_B - m_new)
+    w_BC = jnp.exp(logit_BC - m_new[:, None])
+    return (m_new, l_B * scale + w_BC.sum(-1), acc_BD * scale[:, None] + w_BC @ p_CD), None
+
+  b = x_BD.shape[0]
+  init = (jnp.full((b,), -jnp.inf), jnp.zeros((b,)), jnp.zeros((b, d)))
+  (_, l_B, acc_BD), _ = jax.lax.scan(body, init, (pts, valid))
+  return acc_BD / l_B[:, None]
+
+
+def empirical_eps(x_BD, a_B, s_B, train_ND, chunk=None):
+  x0 = empirical_denoiser(x_BD, a_B, s_B, train_ND, chunk=chunk)
+  return (x_BD - a_B[:, None] * x0) / s_B[:, None]
+
+
+def _gmm_terms(x_BD, a_B, s_B, means_KD, cov_D, weights_K):
+  """Per-component log-densities of P_t = sum_k w_k N(a mu_k, a^2 Sigma + s^2 I)."""
+  var_BD = a_B[:, None] ** 2 * cov_D[None] + s_B[:, None] ** 2
+  diff_BKD = x_BD[:, None, :] - a_B[:, None, None] * means_KD[None]
+  logp_BK = (jnp.log(weights_K)[None]
+             - 0.5 * jnp.sum(diff_BKD ** 2 / var_BD[:, None], -1)
+             - 0.5 * jnp.sum(jnp.log(2 * jnp.pi * var_BD), -1)[:, None])
+  return logp_BK, diff_BKD, var_BD
+
+
+def gmm_log_density(x_BD, a_B, s_B, means_KD, cov_D, weights_K):
+  """Exact log p_t(x) of the noised mixture (a=1, s=0 gives the data density)."""
+  logp_BK, _, _ = _gmm_terms(x_BD, a_B, s_B, means_KD, cov_D, weights_K)
+  return jax.nn.logsumexp(logp_BK, axis=-1)
+
+
+def gmm_score(x_BD, a_B, s_B, means_KD, cov_D, weights_K):
+  """grad_x log p_t(x) = -sum_k pi_k(x) (x - a mu_k) / (a^2 Sigma + s^2)."""
+  logp_BK, diff_BKD, var_BD = _gmm_terms(x_BD, a_B, s_B, means_KD, cov_D, weights_K)
+  post_BK = jax.nn.softmax(logp_BK, axis=-1)
+  return -jnp.einsum("bk,bkd->bd", post_BK, diff_BKD) / var_BD
+
+
+def gmm_eps(x_BD, a_B, s_B, means_KD, cov_D, weights_K):
+  return -s_B[:, None] * gmm_score(x_BD, a_B, s_B, means_KD, cov_D, weights_K)
+
+
+def gmm_params(info):
+  """(means_KD, cov_D, weights_K) from a gmm dataset's info, or None."""
+  g = info.get("gmm") if info else None
+  if not g:
+    return None
+  return (jnp.asarray(g["means"], jnp.float32), jnp.asarray(g["cov_diag"], jnp.float32),
+          jnp.asarray(g["weights"], jnp.float32))
+
+
+class GapTracker:
+  """Fixed probes, fixed noise, B time buckets: the model's place between scores.
+
+  For a probe of the training subset and a held-out probe, each example gets one
+  noise draw and one time in each of `buckets` equal slices of the schedule
+  (small t first). The empirical-optimal (and, for a known density, ground-truth)
+  losses on these draws are computed once; each call only runs the model.
+  """
+
+  def __init__(self, sched, dataset, probe=32, buckets=8, weighting="eps", seed=0):
+    self.sched, self.buckets, self.weighting = sched, buckets, weighting
+    key = jax.random.PRNGKey(seed)
+    self.train = self._draws(dataset.train_x[:probe], jax.random.fold_in(key, 0))
+    self.held = self._draws(dataset.heldout_x[:probe], jax.random.fold_in(key, 1))
+    train_ND = jnp.asarray(dataset.train_x.reshape(len(dataset.train_x), -1))
+    emp = lambda x, t: self._flat_eps(x, t, lambda xf, a, s: empirical_eps(xf, a, s, train_ND))
+    self.fixed = {"emp_loss": self._bucket_losses(emp, self.train),
+                  "emp_heldout_loss": self._bucket_losses(emp, self.held)}
+    gmm = gmm_params(dataset.info)
+    if gmm is not None:
+      gt = lambda x, t: self._flat_eps(x, t, lambda xf, a, s: gmm_eps(xf, a, s, *gmm))
+      self.fixed["gt_loss"] = self._bucket_losses(gt, self.train)
+      # Prop. 4.1: E[gt_loss - emp_loss] = E ||eps_emp - eps_gt||^2 on the noised
+      # training set; this form is >= 0 draw by draw and has a smaller variance.
+      self.fixed["loss_gap"] = self._bucket_losses(emp, self.train, target=gt)
+    self._jitted = {}
+
+  def _draws(self, x0, key):
+    n, b = len(x0), self.buckets
+    ku, kn = jax.random.split(key)
+    u = (jnp.arange(b)[None, :] + jax.random.uniform(ku, (n, b))) / b
+    x0_NB = jnp.repeat(jnp.asarray(x0)[:, None], b, axis=1)
+    return {"x0": x0_NB.reshape(n * b, *x0.shape[1:]),
+            "t": self.sched.from_unit(u).reshape(-1),
+            "noise": jax.random.normal(kn, (n * b, *x0.shape[1:])),
+            "bucket": jnp.tile(jnp.arange(b), n)}
+
+  def _flat_eps(self, x, t, fn):
+    a, s = self.sched.alpha_sigma(t)
+    return fn(x.reshape(len(x), -1), a, s).reshape(x.shape)
+
+  def _bucket_losses(self, eps_fn, draws, target=None):
+    """Mean loss in each time bucket, (B,); against target(x, t) instead of the noise if given."""
+    if target is None:
+      per = diffusion.per_example_loss(eps_fn, self.sched, draws["x0"], draws["t"],
+                                       draws["noise"], self.weighting)
+    else:
+      a, s = self.sched.alpha_sigma(draws["t"])
+      x_t = a[:, None, None, None] * draws["x0"] + s[:, None, None, None] * draws["noise"]
+      per = jnp.mean(jnp.square(eps_fn(x_t, draws["t"]) - target(x_t, draws["t"])), (1, 2, 3))
+      per = per / jnp.square(s) if self.weighting == "score" else per
+    sums = jax.ops.segment_sum(per, draws["bucket"], self.buckets)
+    counts = jax.ops.segment_sum(jnp.ones_like(per), draws["bucket"], self.buckets)
+    return sums / counts
+
+  def losses(self, eps_fn):
+    """Bucket losses of any eps_fn(x, t) on both probes: (train_B, heldout_B)."""
+    return self._bucket_losses(eps_fn, self.train), self._bucket_losses(eps_fn, self.held)
+
+  def summarize(self, model_losses):
+    """{prefix: (train_B, heldout_B)} -> the flat metric dict (overall and _t{b})."""
+    out = {}
+    fixed = {k: np.asarray(v) for k, v in self.fixed.items()}
+    emp, emp_held = fixed["emp_loss"], fixed["emp_heldout_loss"]
+    series = {"memo/emp_loss": emp, "memo/emp_heldout_loss": emp_held}
+    if "gt_loss" in fixed:
+      series["memo/gt_loss"] = fixed["gt_loss"]
+      series["memo/loss_gap"] = fixed["loss_gap"]
+    for prefix, (tr, he) in model_losses.items():
+      tr, he = np.asarray(tr), np.asarray(he)
+      series[f"{prefix}/train_loss"], series[f"{prefix}/heldout_loss"] = tr, he
+      series[f"{prefix}/gap"] = he - tr
+    for name, per_bucket in series.items():
+      out[name] = float(per_bucket.mean())
+      out.update({f"{name}_t{b}": float(v) for b, v in enumerate(per_bucket)})
+    for prefix in model_losses:
+      for s in [""] + [f"_t{b}" for b in range(self.buckets)]:
+        tr, he = out[f"{prefix}/train_loss{s}"], out[f"{prefix}/heldout_loss{s}"]
+        if "gt_loss" in fixed:  # 0 at the ground truth, 1 at the empirical score
+          gt = out[f"memo/gt_loss{s}"]
+          out[f"{prefix}/index{s}"] = (gt - tr) / max(gt - out[f"memo/emp_loss{s}"], 1e-12)
+        # without a known density: the model's gap over the empirical score's gap
+        emp_gap = out[f"memo/emp_heldout_loss{s}"] - out[f"memo/emp_loss{s}"]
+        out[f"{prefix}/gap_index{s}"] = (he - tr) / max(emp_gap, 1e-12)
+    return out
+
+  def __call__(self, arch, make_eps, params, ema):
+    """Metrics of raw (memo/) and EMA (memo_ema/) weights; one jitted call.
+
+    make_eps(params) -> eps_fn(x, t); the compiled call is cached per architecture.
+    """
+    if arch not in self._jitted:
+      self._jitted[arch] = jax.jit(lambda p, e: {"memo": self.losses(make_eps(p)),
+                                                 "memo_ema": self.losses(make_eps(e))})
+    return self.summarize(jax.device_get(self._jitted[arch](params, ema)))

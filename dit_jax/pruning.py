@@ -1,0 +1,222 @@
+"""Structured pruning: unit importance, physical surgery, and the capacity search.
+
+A unit is an attention head or an MLP hidden unit of one block. Importance
+methods (all normalised within each block, then ranked globally):
+  head_grad  the paper's Algorithm 2: |dL/dmask| of a mask on every unit's
+             output, accumulated over batches with t/T ~ Beta(0.8, 2);
+  magnitude  the norm of the unit's weights;
+  random     the paper's baseline;
+  contrast   memorization-aware: importance on held-out data against importance
+             on the training set; units that serve only the training points go first.
+Surgery slices the arrays (q, k, v and output rows of a head; fc1 columns and
+fc2 rows of an MLP unit) in the parameters, the EMA and the optimizer moments.
+"""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dit_jax import diffusion
+from dit_jax import memorization
+from dit_jax import state as state_lib
+from dit_jax import steps
+from dit_jax.models import dit
+
+METHODS = ("head_grad", "magnitude", "random", "contrast")
+# which axis of each per-block array indexes heads / MLP units
+HEAD_AXES = {"qkv_w": 2, "qkv_b": 1, "out_w": 0}
+MLP_AXES = {"fc1_w": 1, "fc1_b": 0, "fc2_w": 0}
+
+
+def _normalize(per_block):
+  """I(u) = S(u) / ||S(layer)||_2 (Michel et al. 2019), so layers compare globally."""
+  return [s / max(float(np.linalg.norm(s)), 1e-12) for s in per_block]
+
+
+def mask_gradients(setup, params, x0, key, num_batches, batch_size, beta=(0.8, 2.0)):
+  """Summed |dL/dmask| per head and per MLP unit over `num_batches` batches.
+
+  Times follow t/T ~ Beta(beta), favouring the small t where memorization lives.
+  """
+  arch = setup.arch
+  masks = ([jnp.ones((h,)) for h in arch.heads], [jnp.ones((m,)) for m in arch.mlp])
+
+  def batch_loss(masks, x, k):
+    kt, kn = jax.random.split(k)
+    t = setup.sched.from_unit(jax.random.beta(kt, *beta, (len(x),)))
+    noise = jax.random.normal(kn, x.shape)
+    eps_fn = lambda xt, tt: dit.apply(setup.graphdef, params, xt, setup.sched.net_time(tt),
+                                      head_masks=masks[0], mlp_masks=masks[1])
+    return diffusion.per_example_loss(eps_fn, setup.sched, x, t, noise).mean()
+
+  grad_fn = jax.jit(jax.grad(batch_loss))
+  total = jax.tree.map(jnp.zeros_like, masks)
+  for i in range(num_batches):
+    kb, kl = jax.random.split(jax.random.fold_in(key, i))
+    idx = jax.random.randint(kb, (batch_size,), 0, len(x0))
+    g = grad_fn(masks, jnp.asarray(x0)[idx], kl)
+    total = jax.tree.map(lambda a, b: a + jnp.abs(b), total, g)
+  heads, mlp = jax.device_get(total)
+  return [np.asarray(h) for h in heads], [np.asarray(m) for m in mlp]
+
+
+def magnitudes(arch, params):
+  blocks = [params["blocks"][i] for i in range(arch.depth)]
+  heads = [np.sqrt(np.sum(np.asarray(b["qkv_w"]) ** 2, axis=(0, 1, 3))
+                   + np.sum(np.asarray(b["out_w"]) ** 2, axis=(1, 2))) for b in blocks]
+  mlp = [np.linalg.norm(np.asarray(b["fc1_w"]), axis=0)
+         * np.linalg.norm(np.asarray(b["fc2_w"]), axis=1) for b in blocks]
+  return heads, mlp
+
+
+def importance(method, setup, params, dataset, pcfg, seed):
+  """(head scores, MLP scores) per block, normalised per block; higher = keep."""
+  if method not in METHODS:
+    raise ValueError(f"config.prune.method={method!r}: use one of {METHODS}.")
+  arch = setup.arch
+  if method == "random":
+    rng = np.random.default_rng(seed)
+    return ([rng.random(h) for h in arch.heads], [rng.random(m) for m in arch.mlp])
+  if method == "magnitude":
+    heads, mlp = magnitudes(arch, params)
+    return _normalize(heads), _normalize(mlp)
+  key = jax.random.PRNGKey(seed)
+  grads = lambda x: mask_gradients(setup, params, x, key, pcfg.batches, pcfg.batch_size)
+  train_h, train_m = map(_normalize, grads(dataset.train_x))
+  if method == "head_grad":
+    return train_h, train_m
+  held_h, held_m = map(_normalize, grads(dataset.heldout_x))
+  # contrast: credit for held-out use, debit for use beyond it on training points
+  keep = lambda tr, he: [2 * h - t for t, h in zip(tr, he)]
+  return keep(train_h, held_h), keep(train_m, held_m)
+
+
+def _lowest(scores, count, floor):
+  """Global ranking: drop the `count` lowest units, never below `floor` per block."""
+  order = sorted((float(s), b, i) for b, blk in enumerate(scores) for i, s in enumerate(blk))
+  left = [len(blk) for blk in scores]
+  dropped = [set() for _ in scores]
+  for _, b, i in order:
+    if count == 0:
+      break
+    if left[b] > floor:
+      dropped[b].add(i)
+      left[b] -= 1
+      count -= 1
+  return dropped
+
+
+def plan(scores, ratio_heads, ratio_mlp, min_heads=1, mlp_multiple=8):
+  """Per-block kept indices (sorted) for heads and MLP units."""
+  heads, mlp = scores
+  n_heads, n_mlp = sum(map(len, heads)), sum(map(len, mlp))
+  drop_h = _lowest(heads, int(np.floor(ratio_heads * n_heads)), min_heads)
+  drop_m = _lowest(mlp, int(np.floor(ratio_mlp * n_mlp)), mlp_multiple)
+  keep_h = [np.array(sorted(set(range(len(s))) - d), np.int32) for s, d in zip(heads, drop_h)]
+  keep_m = []
+  for s, d in zip(mlp, drop_m):
+    kept = sorted(set(range(len(s))) - d)
+    # round the width up to a multiple, re-admitting the best dropped units
+    want = min(len(s), -(-len(kept) // mlp_multiple) * mlp_multiple)
+    back = sorted(d, key=lambda i: -s[i])[:want - len(kept)]
+    keep_m.append(np.array(sorted(kept + back), np.int32))
+  return keep_h, keep_m
+
+
+def _slice_tree(tree, keep_h, keep_m):
+  """Slices every per-block array found under a 'blocks' key (params, EMA, moments)."""
+  def one(path, x):
+    keys = [getattr(k, "key", getattr(k, "idx", None)) for k in path]
+    if "blocks" not in keys or not hasattr(x, "shape"):
+      return x
+    pos = keys.index("blocks")
+    block, name = keys[pos + 1], keys[-1]
+    if name in HEAD_AXES:
+      return jnp.take(x, keep_h[block], axis=HEAD_AXES[name])
+    if name in MLP_AXES:
+      return jnp.take(x, keep_m[block], axis=MLP_AXES[name])
+    return x
+  return jax.tree_util.tree_map_with_path(one, tree)
+
+
+def surgery(arch, state, keep_h, keep_m):
+  """(new arch, new state): smaller arrays everywhere a parameter shape appears."""
+  new_arch = dataclasses.replace(arch, heads=tuple(len(k) for k in keep_h),
+                                 mlp=tuple(len(k) for k in keep_m))
+  new_state = dict(state)
+  for name in ("params", "ema", "opt_state"):
+    new_state[name] = _slice_tree(state[name], keep_h, keep_m)
+  return new_arch, new_state
+
+
+def _probe_losses(tracker, setup, params):
+  tr, he = jax.jit(lambda p: tracker.losses(state_lib.make_eps_fn(setup, p)))(params)
+  return tracker.summarize({"memo": (tr, he)})
+
+
+def capacity_search(config, setup, state, dataset, mesh, step, scores):
+  """Smallest width whose held-out loss stays within tolerance of the unpruned model's.
+
+  Each candidate (the same ratio of heads and MLP units, by `scores`) is cut from
+  the current state and fine-tuned for config.prune.capacity_steps on a copy;
+  the unpruned model gets the same fine-tuning as the reference. Returns the
+  chosen ratio and the path taken (one record per candidate).
+  """
+  pcfg = config.prune
+  tracker = memorization.GapTracker(setup.sched, dataset, config.memo.probe,
+                                    config.memo.buckets, config.diffusion.weighting, config.seed)
+
+  def measure(ratio, cand_setup, cand_state):
+    tuned = steps.run_steps(cand_setup, config, mesh, cand_state, dataset, step,
+                            pcfg.capacity_steps)
+    m = _probe_losses(tracker, cand_setup, tuned["params"])
+    rec = {"ratio": ratio, "num_params": dit.num_params(cand_setup.arch),
+           "heads": list(cand_setup.arch.heads), "mlp": list(cand_setup.arch.mlp)}
+    rec.update({k.split("/")[1]: m[k] for k in ("memo/heldout_loss", "memo/train_loss",
+                                                "memo/gap_index", "memo/index",
+                                                "memo/gt_loss") if k in m})
+    return rec
+
+  path = [measure(0.0, setup, state)]
+  limit = (1 + pcfg.tolerance) * path[0]["heldout_loss"]
+  best = 0.0
+  for ratio in pcfg.capacity_ratios:
+    keep_h, keep_m = plan(scores, ratio, ratio, pcfg.min_heads, pcfg.mlp_multiple)
+    arch, cand = surgery(setup.arch, state, keep_h, keep_m)
+    rec = measure(ratio, state_lib.make_setup(config, arch), cand)
+    rec["within_tolerance"] = rec["heldout_loss"] <= limit
+    path.append(rec)
+    if not rec["within_tolerance"]:
+      break
+    best = ratio
+  return best, path
+
+
+def choose(config, setup, state, dataset, mesh, step):
+  """Kept heads and MLP units per block for config.prune at `step`, and a record."""
+  pcfg = config.prune
+  params = state["ema"] if pcfg.use_ema else state["params"]
+  scores = importance(pcfg.method, setup, params, dataset, pcfg, config.seed + step)
+  record = {"method": pcfg.method, "target": pcfg.target}
+  if pcfg.target == "capacity":
+    ratio, record["capacity_path"] = capacity_search(config, setup, state, dataset, mesh,
+                                                     step, scores)
+    ratios = (ratio, ratio)
+  else:
+    ratios = (pcfg.ratio, pcfg.mlp_ratio)
+  record["ratio"], record["mlp_ratio"] = ratios
+  keep_h, keep_m = plan(scores, *ratios, pcfg.min_heads, pcfg.mlp_multiple)
+  return keep_h, keep_m, record
+
+
+def prune(config, setup, state, dataset, mesh, step):
+  """(new arch, new state, record): config.prune applied to a train state at `step`."""
+  keep_h, keep_m, record = choose(config, setup, state, dataset, mesh, step)
+  before = setup.arch
+  arch, new_state = surgery(before, state, keep_h, keep_m)
+  record.update(step=step, heads_before=list(before.heads), heads=list(arch.heads),
+                mlp_before=list(before.mlp), mlp=list(arch.mlp),
+                num_params_before=dit.num_params(before), num_params=dit.num_params(arch),
+                flops_before=dit.flops_per_image(before), flops=dit.flops_per_image(arch))
+  return arch, new_state, record

@@ -1,0 +1,68 @@
+"""The jitted train step and the batch stream: what the loop and the pruner run.
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from dit_jax import data as data_lib
+from dit_jax import diffusion
+from dit_jax import sharding
+from dit_jax import state as state_lib
+
+
+class NonFiniteLossError(FloatingPointError):
+  pass
+
+
+def train_step(setup, config, state, batch):
+  key = jax.random.fold_in(state["rng"], state["step"])
+  k_drop, k_loss = jax.random.split(key)
+  y = batch.get("y")
+  if y is not None and setup.arch.num_classes:  # label dropout for guidance
+    drop = jax.random.bernoulli(k_drop, config.model.class_dropout, y.shape)
+    y = jnp.where(drop, setup.arch.num_classes, y)
+
+  def loss_fn(params):
+    return diffusion.loss(state_lib.make_eps_fn(setup, params, y), setup.sched, batch["x"], k_loss,
+                          config.diffusion.weighting)
+
+  loss, grads = jax.value_and_grad(loss_fn)(state["params"])
+  updates, opt_state = setup.tx.update(grads, state["opt_state"], state["params"])
+  params = optax.apply_updates(state["params"], updates)
+  d = config.train.ema_decay
+  ema = jax.tree.map(lambda e, p: d * e + (1 - d) * p, state["ema"], params)
+  new_state = dict(state, params=params, ema=ema, opt_state=opt_state,
+                   step=state["step"] + 1)
+  metrics = {"train/loss": loss, "train/grad_norm": optax.tree.norm(grads),
+             "train/param_norm": optax.tree.norm(params)}
+  return new_state, metrics
+
+
+def jit_train_step(setup, config, state_sh, mesh):
+  return jax.jit(lambda s, b: train_step(setup, config, s, b),
+                 in_shardings=(state_sh, sharding.batch_sharding(mesh)),
+                 out_shardings=(state_sh, sharding.replicated(mesh)),
+                 donate_argnums=0)
+
+
+def get_batch(dataset, seed, step, batch_size, labels=False):
+  """The global batch of `step`, this process's rows only."""
+  idx = data_lib.batch_indices(seed, step, len(dataset.train_x), batch_size)
+  idx = np.array_split(idx, jax.process_count())[jax.process_index()]
+  batch = {"x": dataset.train_x[idx]}
+  if labels:
+    batch["y"] = dataset.train_y[idx].astype(np.int32)
+  return batch
+
+
+def run_steps(setup, config, mesh, state, dataset, start, num):
+  """`num` training steps from `start` on a copy of `state` (used to probe candidates)."""
+  state_sh = sharding.state_shardings(jax.eval_shape(lambda: state), mesh, config.mesh.fsdp)
+  step_fn = jit_train_step(setup, config, state_sh, mesh)
+  state = jax.device_put(jax.tree.map(jnp.copy, state), state_sh)
+  for step in range(start, start + num):
+    batch = get_batch(dataset, config.seed, step, config.train.batch_size,
+                      labels=bool(setup.arch.num_classes))
+    state, _ = step_fn(state, sharding.put_batch(batch, mesh))
+  return state

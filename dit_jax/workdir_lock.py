@@ -1,0 +1,95 @@
+"""One training run per workdir, and a workdir it can write to.
+
+`acquire(workdir)` takes an exclusive flock on WORKDIR/.lock for the whole run. The
+kernel drops a flock when its holder dies, so a run killed with -9 leaves no stale
+lock behind; a second run on the same workdir is refused with the holder's pid.
+"""
+import errno
+import fcntl
+import os
+import shutil
+import tempfile
+
+LOCK_NAME = ".lock"
+
+
+class WorkdirError(ValueError):
+  """The workdir cannot be used: taken by another run, read-only or full."""
+
+
+def acquire(workdir, need_bytes=0):
+  """Checks that workdir is writable with need_bytes free, then locks it; -> the lock.
+
+  Release with release(lock) (or by exiting). The lock file stays: deleting it
+  would let a third run lock a new file while the second still holds the old one.
+  """
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    _probe_write(workdir)
+  except OSError as e:
+    raise _unusable(workdir, e) from e
+  free = shutil.disk_usage(workdir).free
+  if free < need_bytes:
+    raise WorkdirError(
+        f"workdir {workdir} has {free / 2**20:.1f} MiB free, but one checkpoint of this "
+        f"model takes about {need_bytes / 2**20:.1f} MiB; free space or use another --workdir.")
+  path = os.path.join(workdir, LOCK_NAME)
+  lock = open(path, "a", encoding="utf-8")  # pylint: disable=consider-using-with
+  try:
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except OSError as e:
+    lock.close()
+    if e.errno not in (errno.EAGAIN, errno.EACCES):
+      raise _unusable(workdir, e) from e
+    pid = holder_pid(path)
+    who = f"another run (pid {pid})" if pid else "another run"
+    if pid == os.getpid():  # e.g. a failed run whose traceback still holds its lock
+      who = "an earlier run in this process"
+    raise WorkdirError(
+        f"{who} is training in workdir {workdir}; wait for it to finish or stop it, or "
+        "use another --workdir. (A run that crashed holds no lock.)") from None
+  return lock
+
+
+def release(lock):
+  if lock is not None and not lock.closed:
+    fcntl.flock(lock, fcntl.LOCK_UN)
+    lock.close()
+
+
+def holder_pid(path):
+  """The pid holding a flock on path, from /proc/locks (Linux); None if unknown."""
+  try:
+    inode = os.stat(path).st_ino
+    with open("/proc/locks", encoding="utf-8") as f:
+      lines = f.read().splitlines()
+  except OSError:
+    return None
+  for line in lines:
+    # "1: FLOCK  ADVISORY  WRITE 1234 fe:00:5678 0 EOF"; waiters have a "->" field
+    parts = line.split()
+    if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5].split(":")[-1] == str(inode):
+      return int(parts[4]) or None
+  return None
+
+
+def _probe_write(workdir):
+  """Writes, syncs and removes a small file: read-only or full disks fail here."""
+  fd, path = tempfile.mkstemp(prefix=".write_probe.", dir=workdir)
+  try:
+    os.write(fd, b"\0" * 4096)
+    os.fsync(fd)
+  finally:
+    os.close(fd)
+    os.remove(path)
+
+
+def _unusable(workdir, error):
+  if error.errno in (errno.ENOSPC, errno.EDQUOT):
+    problem = "the disk is full"
+  elif error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+    problem = "it is not writable"
+  else:
+    problem = "it cannot be written"
+  return WorkdirError(f"workdir {workdir} cannot be used: {problem} ({error}). Free space, "
+                      "fix its permissions, or use another --workdir.")

@@ -1,0 +1,132 @@
+"""Importance, surgery and pruning inside training."""
+import os
+import signal
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from dit_jax import configlib, pruning, state as state_lib, train
+from dit_jax.models import dit
+from tests.test_train import final_params, tiny
+
+
+def setup_and_state(seed=0, heads=(4, 4), mlp=(64, 64)):
+  arch = dit.Arch(image_size=8, channels=1, patch=2, hidden=32, head_dim=8, heads=heads,
+                  mlp=mlp)
+  config = configlib.finalize(tiny(None))
+  setup = state_lib.make_setup(config, arch)
+  state = state_lib.init_state(setup, jax.random.PRNGKey(seed))
+  # leave adaLN-Zero's identity: random weights everywhere so every unit matters
+  leaves, tree = jax.tree.flatten(state["params"])
+  keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(leaves))
+  params = jax.tree.unflatten(tree, [0.3 * jax.random.normal(k, x.shape)
+                                     for k, x in zip(keys, leaves)])
+  return config, setup, dict(state, params=params, ema=params)
+
+
+def outputs(setup, params):
+  x = jax.random.normal(jax.random.PRNGKey(5), (3, 8, 8, 1))
+  return dit.apply(setup.graphdef, params, x, jnp.array([0.1, 0.5, 0.9]))
+
+
+def test_removing_units_with_zero_output_keeps_the_function():
+  config, setup, state = setup_and_state()
+  p = state["params"]
+  p["blocks"][0]["out_w"] = p["blocks"][0]["out_w"].at[1].set(0.0)  # head 1 of block 0 is dead
+  p["blocks"][1]["out_w"] = p["blocks"][1]["out_w"].at[3].set(0.0)
+  dead = np.array([2, 5, 7, 11, 40, 63])
+  p["blocks"][1]["fc2_w"] = p["blocks"][1]["fc2_w"].at[dead].set(0.0)
+  state = dict(state, params=p, ema=p)
+  keep_h = [np.array([0, 2, 3]), np.array([0, 1, 2])]
+  keep_m = [np.arange(64), np.setdiff1d(np.arange(64), dead)]
+  arch, new = pruning.surgery(setup.arch, state, keep_h, keep_m)
+  assert arch.heads == (3, 3) and arch.mlp == (64, 58)
+  new_setup = state_lib.make_setup(config, arch)
+  np.testing.assert_allclose(outputs(new_setup, new["params"]), outputs(setup, p),
+                             rtol=1e-5, atol=1e-5)
+  assert new["params"]["blocks"][0]["qkv_w"].shape == (32, 3, 3, 8)
+  # the optimizer moments were cut the same way, so training goes on from them
+  mu = jax.tree.leaves(new["opt_state"], is_leaf=lambda x: isinstance(x, dict) and "blocks" in x)
+  shapes = {tuple(x["blocks"][1]["fc1_w"].shape) for x in mu if isinstance(x, dict)}
+  assert shapes == {(32, 58)}
+
+
+def test_a_head_that_is_never_used_is_least_important():
+  config, setup, state = setup_and_state()
+  p = state["params"]
+  p["blocks"][1]["out_w"] = p["blocks"][1]["out_w"].at[2].set(0.0)
+  data = type("D", (), {})()
+  data.train_x = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (16, 8, 8, 1)))
+  data.heldout_x = np.asarray(jax.random.normal(jax.random.PRNGKey(1), (16, 8, 8, 1)))
+  pcfg = ml_collections.ConfigDict(dict(batches=2, batch_size=8))
+  for method in ("head_grad", "magnitude", "contrast"):
+    heads, _ = pruning.importance(method, setup, p, data, pcfg, seed=0)
+    flat = np.concatenate(heads)
+    assert np.argmin(flat) == 4 + 2, method  # block 1, head 2
+  keep_h, _ = pruning.plan(pruning.importance("head_grad", setup, p, data, pcfg, 0), 0.125, 0.0)
+  assert [list(k) for k in keep_h] == [[0, 1, 2, 3], [0, 1, 3]]
+
+
+def test_plan_guards():
+  heads = [np.array([0.1, 0.2]), np.array([0.3, 0.4, 0.5, 0.6])]
+  mlp = [np.linspace(0, 1, 32), np.linspace(1, 2, 32)]
+  keep_h, keep_m = pruning.plan((heads, mlp), 0.5, 0.5, min_heads=1, mlp_multiple=8)
+  assert [len(k) for k in keep_h] == [1, 2]  # block 0 keeps its minimum of one head
+  assert all(len(k) % 8 == 0 for k in keep_m)
+  assert sum(map(len, keep_m)) >= 32
+  # global ranking: the low-scoring block 0 loses MLP units first
+  assert len(keep_m[0]) < len(keep_m[1])
+
+
+def test_prune_inside_training_and_resume_across_it(tmp_path, data_dir):
+  over = {"prune.at_step": 10, "prune.finetune_steps": 10, "prune.mlp_ratio": 0.5,
+          "prune.ratio": 0.25, "prune.batches": 2, "prune.batch_size": 8}
+  straight = str(tmp_path / "straight")
+  run = train.train_and_evaluate(tiny(data_dir, **over), straight)
+  assert run.setup.arch.heads != (4, 4) and sum(run.setup.arch.heads) == 6
+  # half of 2 x 256 units, each block rounded up to a multiple of 8
+  assert sum(run.setup.arch.mlp) <= 256 + 2 * 7 and run.setup.arch.mlp[0] % 8 == 0
+  state, meta = final_params(straight)
+  assert meta["arch"]["heads"] == list(run.setup.arch.heads)
+  assert meta["pruned"]["step"] == 10 and meta["base_arch"]["heads"] == [4, 4]
+
+  stopped = str(tmp_path / "stopped")
+  def sigterm_at_15(step, metrics):
+    if step == 15:
+      os.kill(os.getpid(), signal.SIGTERM)
+  train.train_and_evaluate(tiny(data_dir, **over), stopped, extra_hooks=[("kill", sigterm_at_15)])
+  train.train_and_evaluate(tiny(data_dir, **over), stopped)
+  resumed, _ = final_params(stopped)
+  jax.tree.map(np.testing.assert_array_equal, state, resumed)
+
+
+def test_capacity_search_records_its_path(tmp_path, data_dir):
+  over = {"prune.at_step": 20, "prune.target": "capacity", "prune.capacity_steps": 3,
+          "prune.capacity_ratios": (0.25, 0.5), "prune.tolerance": 10.0,
+          "prune.batches": 2, "prune.batch_size": 8, "prune.eval_before": False}
+  run = train.train_and_evaluate(tiny(data_dir, **over), str(tmp_path / "w"))
+  path = run.pruned["capacity_path"]
+  assert [p["ratio"] for p in path] == [0.0, 0.25, 0.5]
+  assert path[1]["num_params"] < path[0]["num_params"]
+  assert run.pruned["ratio"] == 0.5  # everything was within the (huge) tolerance
+  assert all("heldout_loss" in p for p in path)
+
+
+def test_one_shot_prune_of_a_workdir(tmp_path, data_dir):
+  src, dst = str(tmp_path / "src"), str(tmp_path / "dst")
+  train.train_and_evaluate(tiny(data_dir), src)
+  before = sorted(os.listdir(os.path.join(src, "checkpoints")))
+  config, record = train.prune_workdir(src, dst, ratio=0.5, method="magnitude",
+                                       batches=2, batch_size=8)
+  assert sorted(os.listdir(os.path.join(src, "checkpoints"))) == before  # source untouched
+  assert sum(record["heads"]) == 4
+  _, meta = final_params(dst)
+  assert meta["arch"]["heads"] == record["heads"]
+  config.train.steps = 25
+  run = train.train_and_evaluate(config, dst)  # fine-tunes the pruned model
+  assert int(run.state["step"]) == 25 and run.setup.arch.heads == tuple(record["heads"])
+  with pytest.raises(ValueError, match="already holds checkpoints"):
+    train.prune_workdir(src, dst, ratio=0.5)
