@@ -13,7 +13,13 @@ def get_config(arg=None):
   config.data.name = "digits"
   config.data.n_train = arg.n
   config.model.variant = arg.variant
-  config.train.steps = arg.steps
+  # the main job prunes inside the run: train `steps`, then importance, surgery
+  # and 1000 steps of fine-tuning on the same images
+  config.train.steps = arg.steps + 1000
+  config.prune.at_step = arg.steps
+  config.prune.method = "contrast"
+  config.prune.ratio, config.prune.mlp_ratio = 0.2, 0.5
   if arg.runlocal:
     configlib.make_runlocal(config)
+    config.prune.at_step = -1
   return config

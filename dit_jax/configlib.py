@@ -58,7 +58,7 @@ def base_config():
   c.checkpoint = dict(every=1000, keep=3)
   c.sample = dict(every=2000, num=64, method="ddim", steps=50, guidance=1.0)
   c.memo = dict(every=250, probe=32, buckets=8)
-  c.eval = dict(num=512, at_end=True)
+  c.eval = dict(num=512, at_end=True, feature_steps=500)
   # at_step < 0: no pruning. finetune_steps > 0 sets train.steps = at_step + finetune_steps.
   c.prune = dict(at_step=-1, ratio=0.2, mlp_ratio=0.0, method="head_grad",
                  finetune_steps=0, target="ratio", use_ema=False, batches=16,
@@ -199,7 +199,7 @@ def make_runlocal(config):
   config.log_every = 5
   config.checkpoint.every = 10
   config.memo.every, config.memo.probe, config.memo.buckets = 10, 8, 4
-  config.eval.num, config.eval.at_end = 32, False
+  config.eval.num, config.eval.at_end, config.eval.feature_steps = 32, False, 50
   config.prune.eval_before = False
   config.sample.every = 0
   config.sample.num = 8
@@ -213,7 +213,8 @@ def _check_prune(p, steps):
     return
   if p.at_step > steps:
     raise ValueError(f"config.prune.at_step={p.at_step} is after the last step {steps}; "
-                     "raise config.train.steps or set config.prune.finetune_steps.")
+                     "raise config.train.steps, or set config.prune.at_step=-1 to train "
+                     "without pruning.")
   if p.method not in pruning.METHODS:
     raise ValueError(f"config.prune.method={p.method!r}: use one of {pruning.METHODS}.")
   if p.target not in ("ratio", "capacity"):

@@ -30,12 +30,12 @@ def draw_samples(setup, scfg, params, num, seed, value_range, batch=256):
   return np.concatenate(out)[:num], num / (time.perf_counter() - t0)
 
 
-def _features(dataset, seed):
+def _features(dataset, seed, steps=500):
   """(feature fn, space name): a classifier trained on the labelled data, else pixels."""
   if dataset.train_y is not None and dataset.heldout_y is not None and dataset.num_classes:
     x = np.concatenate([dataset.train_x, dataset.heldout_x])
     y = np.concatenate([dataset.train_y, dataset.heldout_y])
-    net = evaluation.train_feature_net(x, y, dataset.num_classes, seed=seed)
+    net = evaluation.train_feature_net(x, y, dataset.num_classes, seed=seed, steps=steps)
     return net.features, f"classifier (held-out acc {net.heldout_accuracy:.2f})"
   return (lambda x: np.asarray(x).reshape(len(x), -1)), "pixels"
 
@@ -60,7 +60,7 @@ def evaluate(config, setup, params, dataset, num=512, seed=0):
     out["nll"] = evaluation.gmm_nll_per_dim(flat, *gmm)
     out["nll_heldout_data"] = evaluation.gmm_nll_per_dim(
         dataset.heldout_x.reshape(len(dataset.heldout_x), -1), *gmm)
-  features, space = _features(dataset, seed)
+  features, space = _features(dataset, seed, config.eval.get("feature_steps", 500))
   real, fake = features(dataset.heldout_x), features(samples)
   out["precision"], out["recall"] = map(float, evaluation.precision_recall(real, fake, k=3))
   out["fd"] = float(evaluation.frechet_distance(real, fake))

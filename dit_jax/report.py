@@ -60,14 +60,18 @@ def plot_gap_curves(rows, path, prefix="memo_ema"):
       ax1.plot(*xy, style, label=label)
   ax1.set(xlabel="step", ylabel="denoising loss", title="loss on fixed probes")
   ax1.legend(fontsize=8)
-  for key, label in [(f"{prefix}/index", "memo index (gt -> emp)"),
-                     (f"{prefix}/gap_index", "gap / empirical gap")]:
-    xy = _series(rows, key)
-    if xy is not None:
-      ax2.plot(*xy, label=label)
+  if _series(rows, f"{prefix}/index") is not None:
+    ax2.plot(*_series(rows, f"{prefix}/index"), label="memo index")
+    ax2.axhline(1, color="gray", lw=0.5, ls=":")
+    ax2.set(title="memo index: 0 at the true score, 1 at the empirical")
+  else:  # no known density: the held-out minus train gap, overall and at small t
+    for key, label in [(f"{prefix}/gap", "all t"), (f"{prefix}/gap_t0", "smallest t bucket")]:
+      xy = _series(rows, key)
+      if xy is not None:
+        ax2.plot(*xy, label=label)
+    ax2.set(title="held-out loss - train loss")
   ax2.axhline(0, color="gray", lw=0.5)
-  ax2.axhline(1, color="gray", lw=0.5, ls=":")
-  ax2.set(xlabel="step", title="0: generalizing, 1: memorizing")
+  ax2.set(xlabel="step")
   ax2.legend(fontsize=8)
   return save_figure(fig, path)
 

@@ -55,11 +55,15 @@ def _row(point, config, pdir):
   return row
 
 
-def run_sweep(config_path, workdir):
-  """Runs every point of `path.py[:arg]`; finished points are read, not rerun."""
+def run_sweep(config_path, workdir, overrides=None):
+  """Runs every point of `path.py[:arg]`; finished points are read, not rerun.
+
+  `overrides` (dotted keys) apply to the base config of every point.
+  """
   path, _, arg = config_path.partition(":")
   module = configlib.load_config_file(path)
   base, points = module.get_config(arg or None), module.get_sweep(arg or None)
+  base = _with(base, overrides or {})
   at, ft = base.prune.at_step, base.prune.finetune_steps
   rows = []
   for i, point in enumerate(points):

@@ -31,16 +31,17 @@ log = logging.getLogger("dit_jax")
 
 
 def _write_config(config, workdir):
-  """Writes config.json; an older, different one is kept beside it, never lost."""
+  """Writes config.json atomically; an older, different one is kept beside it, never lost."""
   path = os.path.join(workdir, "config.json")
   text = config.to_json_best_effort(indent=2, sort_keys=True)
   if os.path.exists(path):
     with open(path, encoding="utf-8") as f:
       old = f.read()
-    if old != text:
+    if old and old != text:
       os.replace(path, os.path.join(workdir, f"config.{int(time.time())}.json"))
-  with open(path, "w", encoding="utf-8") as f:
+  with open(path + ".tmp", "w", encoding="utf-8") as f:
     f.write(text)
+  os.replace(path + ".tmp", path)
 
 
 class Run:
@@ -103,6 +104,7 @@ def _restore_or_init(run, key):
     shardings = sharding.state_shardings(abstract, run.mesh, config.mesh.fsdp)
     state = jax.jit(lambda k: state_lib.init_state(run.setup, k), out_shardings=shardings)(key)
     run.set_state(state)
+    log.info("no checkpoint in %s: starting from step 0", ckpt.directory)
     return 0
   step, state, meta = restored
   run.setup = state_lib.make_setup(config, dit.Arch.from_json(meta["arch"]))
@@ -196,7 +198,7 @@ def _check_finite(step, loss):
 
 
 def train_and_evaluate(config, workdir, extra_hooks=()):
-  """Trains (or resumes) a DiT per `config` in `workdir`; returns the final state."""
+  """Trains (or resumes) a DiT per `config` in `workdir`, then evaluates; returns the Run."""
   config = configlib.finalize(config)
   workdir = os.path.abspath(workdir)  # orbax needs absolute paths
   mesh = sharding.make_mesh()
@@ -209,20 +211,37 @@ def train_and_evaluate(config, workdir, extra_hooks=()):
   # one run per workdir; a read-only, full or taken workdir fails here, before any compile.
   # A checkpoint holds params, EMA and Adam's two moments in float32: 16 bytes a parameter.
   lock = workdir_lock.acquire(workdir, need_bytes=16 * dit.num_params(arch))
-  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint.keep,
-                                    cleanup=True)
-  run = Run(config, workdir, dataset, state_lib.make_setup(config, arch), mesh, ckpt, None)
-  start = _restore_or_init(run, jax.random.PRNGKey(config.seed))
-  _write_config(config, workdir)
-  run.writer = writers.MetricWriter(workdir)
+  ckpt = None
+  try:
+    ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                      config.checkpoint.keep, cleanup=True)
+    run = Run(config, workdir, dataset, state_lib.make_setup(config, arch), mesh, ckpt, None)
+    start = _restore_or_init(run, jax.random.PRNGKey(config.seed))
+    _write_config(config, workdir)
+    run.writer = writers.MetricWriter(workdir)
+    try:
+      _loop(run, start, extra_hooks)
+    finally:
+      run.writer.close()
+  finally:
+    if ckpt is not None:
+      ckpt.close()
+    workdir_lock.release(lock)
+  if config.eval.at_end and not run.stop_requested:
+    run.summary = _evaluate_at_end(run)
+  return run
+
+
+def _loop(run, start, extra_hooks):
+  """Steps from `start` to config.train.steps, with the hooks between steps."""
+  config, ckpt = run.config, run.ckpt
   if start:
     run.pruned = ckpt.restore_meta(start).get("pruned")
   if run.pruned is None and start == config.prune.at_step:  # resumed right at the prune
     prune_now(run, start)
   log.info("%s: %d params, %.2f MFLOPs/image, %d train images, from step %d",
-               config.model.variant, dit.num_params(run.setup.arch),
-               dit.flops_per_image(run.setup.arch) / 1e6, len(dataset.train_x), start)
-
+           config.model.variant, dit.num_params(run.setup.arch),
+           dit.flops_per_image(run.setup.arch) / 1e6, len(run.dataset.train_x), start)
   hooks = make_hooks(run) + list(extra_hooks)
   previous = _install_sigterm(run)
   bar = tqdm.tqdm(total=config.train.steps, initial=start, desc="train", unit="step",
@@ -230,10 +249,9 @@ def train_and_evaluate(config, workdir, extra_hooks=()):
   pending = None
   try:
     for step in range(start + 1, config.train.steps + 1):
-      batch = sharding.put_batch(steps.get_batch(dataset, config.seed, step - 1,
-                                           config.train.batch_size,
-                                           labels=bool(run.setup.arch.num_classes)), mesh)
-      run.state, metrics = run.step_fn(run.state, batch)
+      batch = steps.get_batch(run.dataset, config.seed, step - 1, config.train.batch_size,
+                              labels=bool(run.setup.arch.num_classes))
+      run.state, metrics = run.step_fn(run.state, sharding.put_batch(batch, run.mesh))
       if pending is not None:  # checked one step late so dispatch stays asynchronous
         _check_finite(*pending)
       pending = (step, metrics["train/loss"])
@@ -248,6 +266,7 @@ def train_and_evaluate(config, workdir, extra_hooks=()):
         run.timings[name] = run.timings.get(name, 0.0) + time.perf_counter() - t0
       if run.stop_requested or ckpt.reached_preemption(step):
         _check_finite(*pending)
+        run.stop_requested = True
         run.save(step, force=True)
         log.warning("stop requested: checkpoint at step %d written, exiting", step)
         break
@@ -257,12 +276,6 @@ def train_and_evaluate(config, workdir, extra_hooks=()):
     bar.close()
     if previous is not None:
       signal.signal(signal.SIGTERM, previous)
-    ckpt.close()
-    run.writer.close()
-    workdir_lock.release(lock)
-  if config.eval.at_end and not run.stop_requested:
-    run.summary = _evaluate_at_end(run)
-  return run
 
 
 def _evaluate(run, name=None):

@@ -41,7 +41,9 @@ def get_config(arg=None):
     config.prune.at_step, config.prune.finetune_steps = 10, 5
     config.prune.batches, config.prune.batch_size = 2, 8
     config.prune.capacity_steps, config.prune.capacity_ratios = 2, (0.25, 0.5)
+    config.eval.num = 16
   config.prune.eval_before = False
+  config.eval.at_end = True  # every point ends with its eval.json
   return config
 
 
