@@ -5,8 +5,10 @@ import os
 import sys
 
 import jax
+import numpy as np
 from absl import logging as absl_logging
 
+from dit_jax import evaluate
 from dit_jax import writers
 
 
@@ -38,9 +40,22 @@ def print_summary(run):
   print(f"  step {last.get('step', '?')}  train/loss {last.get('train/loss', float('nan')):.4f}"
         f"  steps/s {last.get('train/steps_per_sec', float('nan')):.1f}")
   print("  hook time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in run.timings.items()))
-  if getattr(run, "summary", None):
-    from dit_jax import evaluate
-    print("  eval: " + evaluate.format_summary(run.summary))
+  if run.before:
+    print("  before prune: " + evaluate.format_summary(run.before))
+  if run.summary:
+    print(("  after prune:  " if run.pruned else "  eval: ") + evaluate.format_summary(run.summary))
+  if run.pruned:
+    p = run.pruned
+    at = p["step"]
+    speed = lambda rs: np.median(rs) if rs else float("nan")
+    before = speed([r["train/steps_per_sec"] for r in rows
+                    if "train/steps_per_sec" in r and r["step"] <= at])
+    after = speed([r["train/steps_per_sec"] for r in rows
+                   if "train/steps_per_sec" in r and r["step"] > at + run.config.log_every])
+    print(f"  pruned at step {at} ({p['method']}): heads {p['heads_before']} -> {p['heads']}, "
+          f"mlp {p['mlp_before']} -> {p['mlp']}")
+    print(f"  params {p['num_params_before']} -> {p['num_params']}, FLOPs/image "
+          f"{p['flops_before']} -> {p['flops']}, train steps/s {before:.1f} -> {after:.1f}")
   for name in ("config.json", "metrics.jsonl", "checkpoints", "samples", "eval.json", "report"):
     if os.path.exists(os.path.join(run.workdir, name)):
       print(f"  {name}")

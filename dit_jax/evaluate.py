@@ -120,3 +120,22 @@ def format_summary(summary):
           "flops_per_image", "sample_images_per_sec"]
   return "  ".join(f"{k} {summary[k]:.4g}" if isinstance(summary[k], float) else f"{k} {summary[k]}"
                    for k in keys if k in summary)
+
+
+def write_before_after(workdir, before, after, record):
+  """report/prune_summary.md: the model just before the prune and at the end."""
+  keys = ["step", "mem_ratio", "precision", "recall", "fd", "nll", "num_params",
+          "flops_per_image", "sample_images_per_sec"]
+  keys = [k for k in keys if k in after]
+  fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)
+  lines = [f"Pruned at step {record['step']} by `{record['method']}`: heads "
+           f"{record['heads_before']} -> {record['heads']}, MLP {record['mlp_before']} -> "
+           f"{record['mlp']}.", "", "| model | " + " | ".join(keys) + " |",
+           "|---" * (len(keys) + 1) + "|"]
+  for name, row in (("before prune", before), ("after fine-tuning", after)):
+    lines.append(f"| {name} | " + " | ".join(fmt(row.get(k)) for k in keys) + " |")
+  path = os.path.join(workdir, "report", "prune_summary.md")
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w", encoding="utf-8") as f:
+    f.write("\n".join(lines) + "\n")
+  return path

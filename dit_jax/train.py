@@ -295,7 +295,9 @@ def _evaluate(run, name=None):
 def _evaluate_at_end(run):
   summary = _evaluate(run)
   if run.pruned is not None:
-    summary = evaluate.write_eval(run.workdir, {"prune": run.pruned})
+    evaluate.write_eval(run.workdir, {"prune": run.pruned})
+    if run.before:
+      evaluate.write_before_after(run.workdir, run.before, summary, run.pruned)
   return summary
 
 

@@ -1,4 +1,5 @@
 """Importance, surgery and pruning inside training."""
+import json
 import os
 import signal
 
@@ -8,7 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from dit_jax import configlib, pruning, state as state_lib, train
+from dit_jax import cli, configlib, pruning, state as state_lib, train
 from dit_jax.models import dit
 from tests.test_train import final_params, tiny
 
@@ -81,11 +82,20 @@ def test_plan_guards():
   assert len(keep_m[0]) < len(keep_m[1])
 
 
-def test_prune_inside_training_and_resume_across_it(tmp_path, data_dir):
+def test_prune_inside_training_and_resume_across_it(tmp_path, data_dir, capsys):
   over = {"prune.at_step": 10, "prune.finetune_steps": 10, "prune.mlp_ratio": 0.5,
           "prune.ratio": 0.25, "prune.batches": 2, "prune.batch_size": 8}
   straight = str(tmp_path / "straight")
-  run = train.train_and_evaluate(tiny(data_dir, **over), straight)
+  # the main job's path in miniature: evaluate before the prune and at the end
+  evals = {"prune.eval_before": True, "eval.at_end": True, "eval.num": 16}
+  run = train.train_and_evaluate(tiny(data_dir, **over, **evals), straight)
+  ev = json.load(open(os.path.join(straight, "eval.json")))
+  assert ev["before_prune"]["step"] == 10 and ev["step"] == 20
+  assert ev["prune"]["num_params"] == ev["num_params"] < ev["before_prune"]["num_params"]
+  assert "| before prune |" in open(os.path.join(straight, "report", "prune_summary.md")).read()
+  cli.print_summary(run)
+  printed = capsys.readouterr().out
+  assert "before prune: step 10" in printed and "after prune:  step 20" in printed
   assert run.setup.arch.heads != (4, 4) and sum(run.setup.arch.heads) == 6
   # half of 2 x 256 units, each block rounded up to a multiple of 8
   assert sum(run.setup.arch.mlp) <= 256 + 2 * 7 and run.setup.arch.mlp[0] % 8 == 0

@@ -68,5 +68,5 @@ def test_figure1_script(tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   res = json.load(open(str(tmp_path / "fig.json")))
   small, large = res["curves"]["16"]["loss_gap"], res["curves"]["64"]["loss_gap"]
-  assert small[0] > small[-1]  # grows as t -> 0
-  assert small[0] > large[0]  # shrinks as n grows
+  assert small[0] > 100 * small[-1]  # grows as t -> 0, like d / s_t^2
+  assert small[-1] > large[-1]  # and shrinks as n grows (where n matters: larger t)
