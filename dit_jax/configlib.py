@@ -62,6 +62,7 @@ def base_config():
   # at_step < 0: no pruning. finetune_steps > 0 sets train.steps = at_step + finetune_steps.
   c.prune = dict(at_step=-1, ratio=0.2, mlp_ratio=0.0, method="head_grad",
                  finetune_steps=0, target="ratio", use_ema=False, batches=16,
+                 t_beta=(0.8, 2.0),  # t / T ~ Beta(a, b) for the importance batches
                  batch_size=64, min_heads=1, mlp_multiple=8, eval_before=True,
                  tolerance=0.05, capacity_ratios=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7),
                  capacity_steps=100)
@@ -222,5 +223,7 @@ def _check_prune(p, steps):
   for field in ("ratio", "mlp_ratio"):
     if not 0 <= p[field] < 1:
       raise ValueError(f"config.prune.{field}={p[field]!r} must be in [0, 1).")
+  if len(p.t_beta) != 2 or not all(b > 0 for b in p.t_beta):
+    raise ValueError(f"config.prune.t_beta={p.t_beta!r} must be two positive numbers (a, b).")
   for field in ("batches", "batch_size", "min_heads", "mlp_multiple", "capacity_steps"):
     _positive_int(p[field], f"prune.{field}")

@@ -82,7 +82,8 @@ def importance(method, setup, params, dataset, pcfg, seed):
     heads, mlp = magnitudes(arch, params)
     return _normalize(heads), _normalize(mlp)
   key = jax.random.PRNGKey(seed)
-  grads = lambda x: mask_gradients(setup, params, x, key, pcfg.batches, pcfg.batch_size)
+  grads = lambda x: mask_gradients(setup, params, x, key, pcfg.batches, pcfg.batch_size,
+                                   tuple(pcfg.get("t_beta", (0.8, 2.0))))
   train_h, train_m = map(_normalize, grads(dataset.train_x))
   if method == "head_grad":
     return train_h, train_m

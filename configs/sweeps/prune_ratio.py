@@ -24,7 +24,7 @@ METHODS = {
 
 def _arg(arg):
   return configlib.parse_arg(arg, data="digits", seeds=3, at=4000, ft=500, num=512,
-                             methods="+".join(METHODS))
+                             methods="+".join(METHODS), ratios="0.2")
 
 
 def get_config(arg=None):
@@ -53,8 +53,13 @@ def get_sweep(arg=None):
   seeds = range(1 if a.runlocal else a.seeds)
   methods = a.methods.split("+")  # e.g. methods=original+head_grad
   points = []
+  ratios = [float(r) for r in a.ratios.split("+")]  # e.g. ratios=0.2+0.4 (heads)
   for seed in seeds:
     for m in methods:
-      over = {"seed": seed, **{f"prune.{k}": v for k, v in METHODS[m].items()}}
-      points.append({"name": f"{m}-s{seed}", "method": m, "overrides": over})
+      for r in ratios if "ratio" in METHODS[m] else [None]:
+        over = {"seed": seed, **{f"prune.{k}": v for k, v in METHODS[m].items()}}
+        name = m
+        if r is not None and len(ratios) > 1:
+          over["prune.ratio"], name = r, f"{m}@{r:g}"
+        points.append({"name": f"{name}-s{seed}", "method": name, "overrides": over})
   return points
