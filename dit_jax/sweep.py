@@ -77,7 +77,9 @@ def run_sweep(config_path, workdir, overrides=None):
         # start from the base run's checkpoint at the prune step (a copy; the base stays)
         shutil.copytree(os.path.join(bdir, "checkpoints", str(at)),
                         os.path.join(pdir, "checkpoints", str(at)))
-      train.train_and_evaluate(config, pdir)
+      if train.train_and_evaluate(config, pdir).stop_requested:
+        log.warning("sweep stopped at %s; run the same command again to resume", point["name"])
+        break
     rows.append(_row(point, config, pdir))
     write_csv(rows, os.path.join(workdir, "sweep.csv"))
   summary = summarize(rows)

@@ -23,7 +23,7 @@ METHODS = {
 
 
 def _arg(arg):
-  return configlib.parse_arg(arg, data="digits", seeds=3, at=4000, ft=500, num=512,
+  return configlib.parse_arg(arg, data="digits", n=32, seeds=3, at=4000, ft=500, num=512,
                              methods="+".join(METHODS), ratios="0.2")
 
 
@@ -31,7 +31,7 @@ def get_config(arg=None):
   """The base config every point shares (before its overrides)."""
   a = _arg(arg)
   name = {"digits": "default.py", "gmm": "gmm.py"}[a.data]
-  base_arg = "runlocal" if a.runlocal else None
+  base_arg = "runlocal" if a.runlocal else f"n={a.n}"
   config = configlib.load_config_file(os.path.join(_HERE, "..", name)).get_config(base_arg)
   if not a.runlocal:
     config.prune.at_step, config.prune.finetune_steps = a.at, a.ft
