@@ -109,6 +109,7 @@ def _restore_or_init(run, key):
   step, state, meta = restored
   run.setup = state_lib.make_setup(config, dit.Arch.from_json(meta["arch"]))
   run.set_state(state)
+  run.pruned = meta.get("pruned")
   log.info("resumed from step %d of %s", step, ckpt.directory)
   return int(step)
 
@@ -235,8 +236,6 @@ def train_and_evaluate(config, workdir, extra_hooks=()):
 def _loop(run, start, extra_hooks):
   """Steps from `start` to config.train.steps, with the hooks between steps."""
   config, ckpt = run.config, run.ckpt
-  if start:
-    run.pruned = ckpt.restore_meta(start).get("pruned")
   if run.pruned is None and start == config.prune.at_step:  # resumed right at the prune
     prune_now(run, start)
   log.info("%s: %d params, %.2f MFLOPs/image, %d train images, from step %d",
