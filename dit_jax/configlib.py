@@ -38,6 +38,18 @@ def load_config_file(path, arg=None):
   return module
 
 
+def with_overrides(config, overrides):
+  """A copy of `config` with dotted-key overrides applied ({"train.steps": 10})."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  for key, value in overrides.items():
+    node = config
+    *path, last = key.split(".")
+    for p in path:
+      node = node[p]
+    node[last] = value
+  return config
+
+
 def base_config():
   """Fields every config shares; experiment configs override what differs."""
   c = ml_collections.ConfigDict()

@@ -5,7 +5,6 @@ import logging
 import os
 import shutil
 
-import ml_collections
 import numpy as np
 
 from dit_jax import configlib
@@ -20,20 +19,9 @@ COLUMNS = ["name", "method", "seed", "data", "ratio", "mlp_ratio", "mem_ratio", 
            "sample_images_per_sec", "step"]
 
 
-def _with(config, overrides):
-  config = ml_collections.ConfigDict(config.to_dict())
-  for key, value in overrides.items():
-    node = config
-    *path, last = key.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = value
-  return config
-
-
 def _base(config, workdir, at):
   """Trains (or finds) the shared unpruned run to step `at` for this seed."""
-  base = _with(config, {"prune.at_step": -1, "train.steps": at, "eval.at_end": False})
+  base = configlib.with_overrides(config, {"prune.at_step": -1, "train.steps": at, "eval.at_end": False})
   bdir = os.path.join(workdir, f"base-s{base.seed}")
   if not os.path.isdir(os.path.join(bdir, "checkpoints", str(at))):
     train.train_and_evaluate(base, bdir)
@@ -63,11 +51,11 @@ def run_sweep(config_path, workdir, overrides=None):
   path, _, arg = config_path.partition(":")
   module = configlib.load_config_file(path)
   base, points = module.get_config(arg or None), module.get_sweep(arg or None)
-  base = _with(base, overrides or {})
+  base = configlib.with_overrides(base, overrides or {})
   at, ft = base.prune.at_step, base.prune.finetune_steps
   rows = []
   for i, point in enumerate(points):
-    config = _with(base, {**point["overrides"], "train.steps": at + ft})
+    config = configlib.with_overrides(base, {**point["overrides"], "train.steps": at + ft})
     pdir = os.path.join(workdir, point["name"])
     done = os.path.join(pdir, "eval.json")
     if not (os.path.exists(done) and json.load(open(done)).get("step") == at + ft):

@@ -8,19 +8,12 @@ import numpy as np
 import pytest
 
 from configs import default
-from dit_jax import state as state_lib, steps, train, writers
+from dit_jax import configlib, state as state_lib, steps, train, writers
 
 
 def tiny(data_dir, **overrides):
   config = default.get_config("runlocal")
-  config.data.data_dir = data_dir
-  for key, value in overrides.items():
-    node = config
-    *path, last = key.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = value
-  return config
+  return configlib.with_overrides(config, {"data.data_dir": data_dir, **overrides})
 
 
 def final_params(workdir):
