@@ -76,8 +76,9 @@ def base_config():
                  finetune_steps=0, target="ratio", use_ema=False, batches=16,
                  t_beta=(0.8, 2.0),  # t / T ~ Beta(a, b) for the importance batches
                  batch_size=64, min_heads=1, mlp_multiple=8, eval_before=True,
-                 tolerance=0.05, capacity_ratios=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7),
-                 capacity_steps=100)
+                 tolerance=0.1, capacity_ratios=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7),
+                 capacity_steps=100, capacity_probe=256,
+                 ema_restart=True)  # the EMA restarts as a running mean at the prune
   return c
 
 
@@ -237,5 +238,6 @@ def _check_prune(p, steps):
       raise ValueError(f"config.prune.{field}={p[field]!r} must be in [0, 1).")
   if len(p.t_beta) != 2 or not all(b > 0 for b in p.t_beta):
     raise ValueError(f"config.prune.t_beta={p.t_beta!r} must be two positive numbers (a, b).")
-  for field in ("batches", "batch_size", "min_heads", "mlp_multiple", "capacity_steps"):
+  for field in ("batches", "batch_size", "min_heads", "mlp_multiple", "capacity_steps",
+                "capacity_probe"):
     _positive_int(p[field], f"prune.{field}")

@@ -30,13 +30,31 @@ def train_step(setup, config, state, batch):
   loss, grads = jax.value_and_grad(loss_fn)(state["params"])
   updates, opt_state = setup.tx.update(grads, state["opt_state"], state["params"])
   params = optax.apply_updates(state["params"], updates)
-  d = config.train.ema_decay
+  d = ema_decay(config, state["step"])
   ema = jax.tree.map(lambda e, p: d * e + (1 - d) * p, state["ema"], params)
   new_state = dict(state, params=params, ema=ema, opt_state=opt_state,
                    step=state["step"] + 1)
   metrics = {"train/loss": loss, "train/grad_norm": optax.tree.norm(grads),
              "train/param_norm": optax.tree.norm(params)}
   return new_state, metrics
+
+
+def ema_decay(config, step):
+  """config.train.ema_decay, restarted at a prune (config.prune.ema_restart).
+
+  The EMA sliced at the prune averages weights tuned for the unpruned model; at
+  0.999 it would still give them weight 0.61 after 500 fine-tuning steps, so the
+  evaluated model would be mostly the pruned model before any fine-tuning. From
+  the prune on the decay is min(d, k / (k + 1)), k the steps since the prune:
+  the EMA becomes the running mean of the fine-tuned weights until that mean is
+  as long as d's horizon.
+  """
+  d = config.train.ema_decay
+  at = config.prune.at_step
+  if at < 0 or not config.prune.get("ema_restart", True):
+    return d
+  k = jnp.asarray(step, jnp.float32) - at
+  return jnp.where(k >= 0, jnp.minimum(d, k / (k + 1.0)), d)
 
 
 def jit_train_step(setup, config, state_sh, mesh):

@@ -9,7 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from dit_jax import cli, configlib, pruning, state as state_lib, train
+from dit_jax import cli, configlib, pruning, state as state_lib, steps as steps_lib, train
 from dit_jax.models import dit
 from tests.test_train import final_params, tiny
 
@@ -140,3 +140,31 @@ def test_one_shot_prune_of_a_workdir(tmp_path, data_dir):
   assert int(run.state["step"]) == 25 and run.setup.arch.heads == tuple(record["heads"])
   with pytest.raises(ValueError, match="already holds checkpoints"):
     train.prune_workdir(src, dst, ratio=0.5)
+
+
+def test_capacity_criterion_looks_where_the_model_generalizes():
+  # buckets 0-1 memorize (held-out far above train); 2-3 generalize
+  ref = ([2.0, 0.5, 0.10, 0.02], [0.2, 0.1, 0.09, 0.02])
+  # a candidate that forgets the training points (bucket 0 falls a lot) but loses
+  # score capacity where the model generalizes: the mean over buckets improves ...
+  worse = {"heldout_t": [1.0, 0.4, 0.13, 0.03]}
+  assert np.mean(worse["heldout_t"]) < np.mean(ref[0])
+  cand, base, gen = pruning._generalizing_loss(worse, ref)
+  assert gen == [2, 3]  # ... but the criterion sees only the generalizing buckets
+  assert cand / base == pytest.approx(0.16 / 0.12)
+  same = {"heldout_t": [1.0, 0.4, 0.10, 0.02]}
+  assert pruning._generalizing_loss(same, ref)[0] == pytest.approx(0.12)
+
+
+def test_ema_restarts_at_the_prune():
+  config = configlib.finalize(tiny(None, **{"prune.at_step": 10, "prune.finetune_steps": 10}))
+  d = config.train.ema_decay
+  decay = lambda step, cfg=config: float(steps_lib.ema_decay(cfg, step))
+  assert decay(9) == pytest.approx(d)
+  assert decay(10) == 0.0  # the first step after the prune: the EMA is the new weights
+  assert decay(11) == pytest.approx(0.5) and decay(13) == pytest.approx(0.75)  # running mean
+  assert decay(10 + 10 ** 5) == pytest.approx(d)  # back to d once the mean is long enough
+  config.prune.ema_restart = False
+  assert decay(11) == pytest.approx(d)
+  config.prune.ema_restart, config.prune.at_step = True, -1
+  assert decay(11) == pytest.approx(d)
