@@ -5,6 +5,8 @@ seed); each point prunes it (or not: "original") and fine-tunes `ft` steps on
 the same training set, then samples and measures memorization and quality.
   python scripts/sweep.py --config configs/sweeps/prune_ratio.py:data=digits --workdir runs/sweep_digits
   python scripts/sweep.py --config configs/sweeps/prune_ratio.py:data=gmm,seeds=3 --workdir W
+Arguments (all optional): data, n, seeds, at, ft, num, methods (joined by +), ratios
+(joined by +), ema_restart (0 keeps the sliced EMA's decay through fine-tuning).
 """
 import os
 
@@ -12,11 +14,14 @@ from dit_jax import configlib
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
-# name -> config.prune overrides; "original" is the unpruned control, fine-tuned equally
+# name -> config.prune overrides. "original" is the control: the same prune event
+# removing nothing, so it gets the same fine-tuning and the same EMA restart
 METHODS = {
-    "original": dict(at_step=-1),
+    "original": dict(method="random", ratio=0.0, mlp_ratio=0.0),
     "head_grad": dict(method="head_grad", ratio=0.2, mlp_ratio=0.0),  # the paper
     "random": dict(method="random", ratio=0.2, mlp_ratio=0.0),  # the paper's baseline
+    "contrast_heads": dict(method="contrast", ratio=0.2, mlp_ratio=0.0),  # the paper's budget
+    "contrast_mlp25": dict(method="contrast", ratio=0.2, mlp_ratio=0.25),
     "contrast": dict(method="contrast", ratio=0.2, mlp_ratio=0.5),
     "capacity": dict(method="contrast", target="capacity"),
 }
@@ -24,7 +29,7 @@ METHODS = {
 
 def _arg(arg):
   return configlib.parse_arg(arg, data="digits", n=32, seeds=3, at=4000, ft=500, num=512,
-                             methods="+".join(METHODS), ratios="0.2")
+                             methods="+".join(METHODS), ratios="0.2", ema_restart=1)
 
 
 def get_config(arg=None):
@@ -43,6 +48,7 @@ def get_config(arg=None):
     config.prune.capacity_steps, config.prune.capacity_ratios = 2, (0.25, 0.5)
     config.eval.num = 16
   config.prune.eval_before = False
+  config.prune.ema_restart = bool(a.ema_restart)  # ema_restart=0: the stale-EMA protocol
   config.eval.at_end = True  # every point ends with its eval.json
   return config
 
