@@ -222,8 +222,11 @@ def train_and_evaluate(config, workdir, extra_hooks=()):
     run.writer = writers.MetricWriter(workdir)
     try:
       _loop(run, start, extra_hooks)
-    finally:
-      run.writer.close()
+    except BaseException:
+      # a full disk fails the event file's last flush too; keep the first error visible
+      run.writer.close(quiet=True)
+      raise
+    run.writer.close()
   finally:
     if ckpt is not None:
       ckpt.close()

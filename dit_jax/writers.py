@@ -1,5 +1,6 @@
 """Metrics to DIR/metrics.jsonl and TensorBoard event files (no TensorFlow needed)."""
 import json
+import logging
 import math
 import os
 
@@ -30,10 +31,17 @@ class MetricWriter:
         if k != "step" and isinstance(v, float):
           self._tb.add_scalar(k, v, int(step))
 
-  def close(self):
-    self._file.close()
-    if self._tb is not None:
-      self._tb.close()
+  def close(self, quiet=False):
+    """Flushes and closes; quiet=True logs a failed flush instead of raising it."""
+    try:
+      self._file.close()
+      if self._tb is not None:
+        self._tb.close()
+    except OSError as e:
+      if not quiet:
+        raise
+      logging.getLogger("dit_jax").warning("metrics of %s not fully written: %s",
+                                           os.path.dirname(self.path), e)
 
 
 def read_metrics(workdir):

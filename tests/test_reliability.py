@@ -224,3 +224,22 @@ def test_full_disk_before_and_during_the_run_loses_nothing(tmp_path, data_dir, p
     subprocess.run(["mount", "-o", "remount,size=32m", disk], check=True)
     train.train_and_evaluate(config(data_dir), w)  # space freed: resume and finish
     assert kill_loop.states_equal(kill_loop.final_state(w)[0], pristine[1])
+
+
+def test_a_failed_metrics_flush_does_not_hide_the_first_error(tmp_path, caplog):
+  # on a full disk the event file's last flush fails after the checkpoint did
+  from dit_jax import writers
+  w = writers.MetricWriter(str(tmp_path))
+  w.write(1, {"train/loss": 0.5})
+
+  def full():
+    raise OSError(28, "No space left on device")
+
+  w._tb.close = full
+  with caplog.at_level(logging.WARNING, logger="dit_jax"):
+    w.close(quiet=True)  # what train_and_evaluate does while another error propagates
+  assert "not fully written" in caplog.text
+  w2 = writers.MetricWriter(str(tmp_path / "b"))
+  w2._tb.close = full
+  with pytest.raises(OSError):
+    w2.close()

@@ -62,7 +62,7 @@ def get_sweep(arg=None):
   ratios = [float(r) for r in a.ratios.split("+")]  # e.g. ratios=0.2+0.4 (heads)
   for seed in seeds:
     for m in methods:
-      for r in ratios if "ratio" in METHODS[m] else [None]:
+      for r in ratios if METHODS[m].get("ratio") else [None]:  # not the 0% control
         over = {"seed": seed, **{f"prune.{k}": v for k, v in METHODS[m].items()}}
         name = m
         if r is not None and len(ratios) > 1:
