@@ -86,3 +86,24 @@ def test_bfloat16_compute_keeps_float32_params_and_output():
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
   out = dit.apply(graphdef, params, jnp.ones((2, 8, 8, 1)), jnp.ones((2,)))
   assert out.dtype == jnp.float32
+
+
+def test_cotangent_fence_leaves_gradients_exact(monkeypatch):
+  """The XLA:CPU fence only reroutes the backward: same values, same gradients up to
+  the order XLA sums in (the identity product itself is exact)."""
+  arch = tiny_arch(heads=(4, 2), mlp=(64, 16))
+  graphdef, _ = dit.abstract_model(arch)
+  params = jax.tree.map(lambda p: p + 0.1, dit.init_params(arch, jax.random.PRNGKey(0)))
+  x = jax.random.normal(jax.random.PRNGKey(1), (3, 8, 8, 1))
+  t = jnp.array([0.1, 0.5, 0.9])
+
+  def value_and_grad(fenced):
+    monkeypatch.setattr(dit, "fence_cotangents", lambda: fenced)
+    loss = lambda p: jnp.sum(dit.apply(graphdef, p, x, t) ** 2)
+    return jax.jit(jax.value_and_grad(loss))(params)
+
+  (v0, g0), (v1, g1) = value_and_grad(False), value_and_grad(True)
+  assert v0 == v1
+  assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(g0))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8), g0, g1)
+  assert dit.fence_cotangents() == (jax.default_backend() == "cpu")
