@@ -18,7 +18,7 @@ import sys
 import jax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.prune_speed import paired, train_runner  # noqa: E402
+from bench.prune_speed import paired, steps_per_call, train_runner  # noqa: E402
 from configs import default  # noqa: E402
 from dit_jax import configlib, sharding  # noqa: E402
 from dit_jax.models import dit  # noqa: E402
@@ -27,7 +27,8 @@ from dit_jax.models import dit  # noqa: E402
 def main():
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--batches", default="32,128,512", help="comma-separated batch sizes")
-  ap.add_argument("--reps", type=int, default=7, help="timed repeats of 5 steps each")
+  ap.add_argument("--reps", type=int, default=7,
+                  help="timed repeats (each max(5, 2048 // batch) training steps)")
   args = ap.parse_args()
   config = configlib.finalize(default.get_config())
   mesh = sharding.make_mesh()
@@ -39,7 +40,7 @@ def main():
       (plain, f_plain) = train_runner(config, arch, mesh, b)
       dit.fence_cotangents = lambda: True
       (fenced, f_fenced) = train_runner(config, arch, mesh, b)
-      t_plain, t_fenced = (t / 5 for t in paired(plain, fenced, args.reps))
+      t_plain, t_fenced = (t / steps_per_call(b) for t in paired(plain, fenced, args.reps))
       print(json.dumps({
           "bench": "cotangent_fence", "device": jax.devices()[0].device_kind,
           "batch": b, "train_step_s_unfenced": round(t_plain, 5),

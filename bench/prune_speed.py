@@ -50,8 +50,13 @@ def _xla_flops(compiled):
   return float(cost.get("flops", float("nan"))) if cost else float("nan")
 
 
+def steps_per_call(batch):
+  """Train steps per timed call: enough that small batches run for ~1 s a call."""
+  return max(5, 2048 // batch)
+
+
 def train_runner(config, arch, mesh, batch):
-  """(a function running 5 jitted train steps at `batch`, XLA FLOPs of one step)."""
+  """(a function running steps_per_call(batch) jitted train steps, XLA FLOPs of one)."""
   setup = state_lib.make_setup(config, arch)
   state = state_lib.init_state(setup, jax.random.PRNGKey(0))
   sh = sharding.state_shardings(jax.eval_shape(lambda: state), mesh)
@@ -62,12 +67,12 @@ def train_runner(config, arch, mesh, batch):
   holder = {"s": jax.device_put(state, sh)}
   flops = _xla_flops(step_fn.lower(holder["s"], b).compile())
 
-  def five():
-    for _ in range(5):
+  def run():
+    for _ in range(steps_per_call(batch)):
       holder["s"], m = step_fn(holder["s"], b)
     return m["train/loss"]
 
-  return five, flops
+  return run, flops
 
 
 def sample_runner(config, arch, num=256):
@@ -84,7 +89,8 @@ def main():
   ap.add_argument("--batches", default="32,512",
                   help="comma-separated training batch sizes (default 32, the default "
                   "config's, and 512)")
-  ap.add_argument("--reps", type=int, default=7, help="timed repeats of 5 steps each")
+  ap.add_argument("--reps", type=int, default=7,
+                  help="timed repeats (each max(5, 2048 // batch) training steps)")
   args = ap.parse_args()
   batches = [int(b) for b in args.batches.split(",")]
   config = configlib.finalize(default.get_config())
@@ -101,7 +107,7 @@ def main():
     s0, s1 = paired(base_sample, sample_runner(config, arch), max(args.reps // 2, 2))
     for b in batches:
       (run0, f0), (run1, f1) = base_train[b], train_runner(config, arch, mesh, b)
-      t0, t1 = (t / 5 for t in paired(run0, run1, args.reps))
+      t0, t1 = (t / steps_per_call(b) for t in paired(run0, run1, args.reps))
       print(json.dumps({
           "bench": "prune_speed", "device": jax.devices()[0].device_kind,
           "batch": b, "heads": list(arch.heads), "mlp": list(arch.mlp),
