@@ -88,7 +88,7 @@ def test_bfloat16_compute_keeps_float32_params_and_output():
   assert out.dtype == jnp.float32
 
 
-def test_cotangent_fence_leaves_gradients_exact(monkeypatch):
+def test_cotangent_fence_keeps_values_and_gradients(monkeypatch):
   """The XLA:CPU fence only reroutes the backward: same values, same gradients up to
   the order XLA sums in (the identity product itself is exact)."""
   arch = tiny_arch(heads=(4, 2), mlp=(64, 16))

@@ -162,7 +162,7 @@ def _cotangent_fence(x):
   with the square of the depth and, at batch 32-128, costs several times the
   forward. A dot is never duplicated into a fusion, so a D x D identity product
   where each layer norm reads the stream makes XLA compute the chain once. It
-  adds 2*D flops per token and norm (3% of a train step of the default model;
+  adds 2*D^2 flops per token and norm (3% of a train step of the default model;
   the product is exact, only XLA's order of summation moves) and makes the step
   1.6-2x faster on the CPU at batch 32-128 (bench/cotangent_fence.py); other
   backends do not need it and skip it (`fence_cotangents`).
