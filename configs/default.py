@@ -19,7 +19,8 @@ def get_config(arg=None):
   config.prune.at_step = arg.steps
   config.prune.method = "contrast"
   config.prune.ratio, config.prune.mlp_ratio = 0.2, 0.5
+  config.prune.control = True  # and the unpruned model fine-tuned the same, to compare
   if arg.runlocal:
     configlib.make_runlocal(config)
-    config.prune.at_step = -1
+    config.prune.at_step, config.prune.control = -1, False
   return config

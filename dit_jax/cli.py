@@ -42,6 +42,9 @@ def print_summary(run):
   print("  hook time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in run.timings.items()))
   if run.before:
     print("  before prune: " + evaluate.format_summary(run.before))
+  if run.control:
+    print("  control:      " + evaluate.format_summary(run.control)
+          + "  (unpruned, the same fine-tuning)")
   if run.summary:
     print(("  after prune:  " if run.pruned else "  eval: ") + evaluate.format_summary(run.summary))
   if run.pruned:

@@ -51,34 +51,110 @@ def with_overrides(config, overrides):
 
 
 def base_config():
-  """Fields every config shares; experiment configs override what differs."""
+  """Every field a run reads, with its default: the one source of defaults.
+
+  Experiment configs (configs/*.py) override what differs; code reads config.x
+  and never supplies a default of its own.
+  """
   c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.data = dict(name="digits", n_train=32, n_heldout=512, image_size=8,
-                channels=1, data_dir=placeholder(str), conditional=False,
-                gmm=dict(k=8, scale=2.0, cov_scale=1.0, cov_diag=placeholder(tuple),
-                         size=20000, data_seed=0))
-  c.model = dict(variant="tiny/2", hidden=0, depth=0, heads=(), mlp=(),
-                 mlp_ratio=4.0, dtype="float32", class_dropout=0.1)
-  c.diffusion = dict(schedule="ddpm_linear", num_steps=1000, t0=1e-3,
-                     t_max=10.0, weighting="eps")
-  c.train = dict(steps=6000, batch_size=32, lr=1e-3, warmup_steps=200,
-                 lr_schedule="constant", weight_decay=0.0, b1=0.9, b2=0.999,
-                 grad_clip=1.0, ema_decay=0.999)
-  c.mesh = dict(fsdp=False)
-  c.log_every = 100
-  c.checkpoint = dict(every=1000, keep=3)
-  c.sample = dict(every=2000, num=64, method="ddim", steps=50, guidance=1.0)
-  c.memo = dict(every=250, probe=32, buckets=8)
-  c.eval = dict(num=512, at_end=True, feature_steps=500)
-  # at_step < 0: no pruning. finetune_steps > 0 sets train.steps = at_step + finetune_steps.
-  c.prune = dict(at_step=-1, ratio=0.2, mlp_ratio=0.0, method="head_grad",
-                 finetune_steps=0, target="ratio", use_ema=False, batches=16,
-                 t_beta=(0.8, 2.0),  # t / T ~ Beta(a, b) for the importance batches
-                 batch_size=64, min_heads=1, mlp_multiple=8, eval_before=True,
-                 tolerance=0.1, capacity_ratios=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7),
-                 capacity_steps=100, capacity_probe=256,
-                 ema_restart=True)  # the EMA restarts as a running mean at the prune
+  c.seed = 0  # the run's seed: training subset, init, batches, noise, samples
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "digits"  # digits | gmm | npz:PATH | folder:PATH | a prepared TFDS name
+  c.data.n_train = 32  # images the model trains on (a seeded subset)
+  c.data.n_select = 512  # images that choose: importance, capacity search, tracker probe
+  c.data.n_test = 1000  # images that judge: quality references and the feature net
+  c.data.image_size = 8  # side in pixels; sources are resized to it
+  c.data.channels = 1  # image channels (gmm: d = image_size^2 * channels)
+  c.data.data_dir = placeholder(str)  # TFDS data dir; None: TFDS's default
+  c.data.conditional = False  # train with class labels (and label dropout)
+  c.data.gmm = ml_collections.ConfigDict()
+  c.data.gmm.k = 8  # mixture components
+  c.data.gmm.scale = 2.0  # mu_k ~ N(0, scale^2 I)
+  c.data.gmm.cov_scale = 1.0  # Sigma = cov_scale^2 I unless cov_diag is given
+  c.data.gmm.cov_diag = placeholder(tuple)  # the d variances of a diagonal Sigma
+  c.data.gmm.size = 20000  # samples drawn once into the dataset
+  c.data.gmm.data_seed = 0  # seed of the means and the samples
+
+  c.model = ml_collections.ConfigDict()
+  c.model.variant = "tiny/2"  # NAME/PATCH, NAME in tiny, S, B, L, XL
+  c.model.hidden = 0  # token width; 0: the variant's
+  c.model.depth = 0  # blocks; 0: the variant's (or len(heads))
+  c.model.heads = ()  # heads per block (an int or a tuple); (): the variant's
+  c.model.head_dim = 0  # width of one head; 0: hidden // max(heads)
+  c.model.mlp = ()  # MLP hidden units per block (an int or a tuple); (): hidden * mlp_ratio
+  c.model.mlp_ratio = 4.0  # MLP width / hidden when mlp is not given
+  c.model.dtype = "float32"  # compute dtype (float32 | bfloat16); parameters stay float32
+  c.model.class_dropout = 0.1  # label dropout for classifier-free guidance
+
+  c.diffusion = ml_collections.ConfigDict()
+  c.diffusion.schedule = "ddpm_linear"  # ddpm_linear | ddpm_cosine | vp (the paper's OU)
+  c.diffusion.num_steps = 1000  # discrete schedules: number of noise levels
+  c.diffusion.t0 = 1e-3  # vp: smallest time
+  c.diffusion.t_max = 10.0  # vp: largest time (a_T = e^-5)
+  c.diffusion.weighting = "eps"  # eps (DiT's MSE) | score (the paper's 1/s_t^2)
+
+  c.train = ml_collections.ConfigDict()
+  c.train.steps = 6000  # optimizer steps in all (a prune's fine-tuning included)
+  c.train.batch_size = 32  # global batch, split over devices
+  c.train.lr = 1e-3  # AdamW peak learning rate
+  c.train.warmup_steps = 200  # linear warm-up from 0
+  c.train.lr_schedule = "constant"  # constant | cosine (decays to 0 at train.steps)
+  c.train.weight_decay = 0.0  # AdamW decoupled decay on matrices
+  c.train.b1 = 0.9  # Adam first-moment decay
+  c.train.b2 = 0.999  # Adam second-moment decay
+  c.train.grad_clip = 1.0  # global-norm clipping; 0: none
+  c.train.ema_decay = 0.999  # EMA of the weights, which evaluation samples
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.fsdp = False  # shard parameters and optimizer state over the devices
+
+  c.log_every = 100  # steps between metrics.jsonl rows
+
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every = 1000  # steps between checkpoints (plus the last step)
+  c.checkpoint.keep = 3  # newest checkpoints kept
+
+  c.sample = ml_collections.ConfigDict()
+  c.sample.every = 2000  # steps between sample grids in samples/; 0: none
+  c.sample.num = 64  # images in a grid
+  c.sample.method = "ddim"  # ddim | ddpm | heun
+  c.sample.steps = 50  # sampler steps
+  c.sample.guidance = 1.0  # classifier-free guidance weight (conditional runs)
+
+  c.memo = ml_collections.ConfigDict()
+  c.memo.every = 250  # steps between gap-tracker calls; 0: none
+  c.memo.probe = 32  # images in each of the train and select probes
+  c.memo.buckets = 8  # equal slices of the noise schedule, small t first
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.num = 1000  # samples per evaluation (mem_ratio, quality)
+  c.eval.at_end = True  # evaluate the final EMA weights into eval.json
+  c.eval.at_steps = ()  # more steps to evaluate at during the run (eval.json "by_step")
+  c.eval.feature_steps = 500  # training steps of the feature net (on the test split)
+
+  c.prune = ml_collections.ConfigDict()
+  c.prune.at_step = -1  # step to prune at; < 0: no pruning
+  c.prune.finetune_steps = 0  # > 0: train.steps = at_step + finetune_steps
+  c.prune.method = "head_grad"  # importance: head_grad | magnitude | random | contrast
+  c.prune.target = "ratio"  # ratio (cut ratio / mlp_ratio) | capacity (search the cut)
+  c.prune.ratio = 0.2  # fraction of all attention heads removed
+  c.prune.mlp_ratio = 0.0  # fraction of all MLP units removed
+  c.prune.min_heads = 1  # heads every block keeps
+  c.prune.mlp_multiple = 8  # every block keeps a multiple of this many MLP units
+  c.prune.use_ema = False  # score the EMA weights instead of the raw ones
+  c.prune.batches = 16  # batches of mask gradients per importance estimate
+  c.prune.batch_size = 64  # images per importance batch
+  c.prune.t_beta = (0.8, 2.0)  # importance times: t / T ~ Beta(a, b), small t favoured
+  c.prune.specific_draws = 8  # specific: noisings per image
+  c.prune.specific_select = 256  # specific: select images that give the reference spread
+  c.prune.ema_restart = True  # the EMA restarts as a running mean at the prune
+  c.prune.eval_before = True  # evaluate the model just before the prune
+  c.prune.control = False  # also fine-tune the unpruned model equally (WORKDIR/control)
+  c.prune.tolerance = 0.1  # capacity: allowed relative rise of the held-out loss
+  c.prune.capacity_ratios = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)  # capacity: cuts tried
+  c.prune.capacity_steps = 100  # capacity: fine-tuning steps per candidate
+  c.prune.capacity_probe = 256  # capacity: select-split images in its probe
   return c
 
 
@@ -100,7 +176,8 @@ _RANGES = (("train.weight_decay", lambda v: v >= 0, ">= 0"),
            ("model.class_dropout", lambda v: 0 <= v <= 1, "in [0, 1]"))
 
 
-def _field(config, field):
+def get_field(config, field):
+  """config.a.b for field "a.b"; None where a part is missing."""
   for part in field.split("."):
     config = config.get(part) if config is not None else None
   return config
@@ -129,12 +206,12 @@ def _check_ranges(config):
   """What the fields named in _LEAST, _RANGES and config.model's per-block lists allow."""
   _check_finite(config.to_dict())
   for field, least in _LEAST:
-    value = _field(config, field)
+    value = get_field(config, field)
     if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                               or value < least):
       raise ValueError(f"config.{field} must be an integer >= {least}, got {value!r}.")
   for field, ok, wanted in _RANGES:
-    value = _field(config, field)
+    value = get_field(config, field)
     if value is not None and (isinstance(value, bool) or not ok(value)):
       raise ValueError(f"config.{field} must be {wanted}, got {value!r}.")
   for field in ("heads", "mlp"):  # spelled out per block by finalize()
@@ -204,7 +281,7 @@ def finalize(config):
 
 def make_runlocal(config):
   """The seconds-long test mode every config shares: a 2-block, 64-wide model."""
-  config.data.n_heldout = 32
+  config.data.n_select, config.data.n_test = 32, 32
   config.model.hidden, config.model.depth = 64, 2
   config.model.dtype = "float32"
   config.train.steps = 20
@@ -239,5 +316,6 @@ def _check_prune(p, steps):
   if len(p.t_beta) != 2 or not all(b > 0 for b in p.t_beta):
     raise ValueError(f"config.prune.t_beta={p.t_beta!r} must be two positive numbers (a, b).")
   for field in ("batches", "batch_size", "min_heads", "mlp_multiple", "capacity_steps",
+                "specific_draws", "specific_select",
                 "capacity_probe"):
     _positive_int(p[field], f"prune.{field}")

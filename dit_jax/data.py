@@ -1,4 +1,12 @@
-"""Training data: a seeded subset of a dataset and a disjoint held-out set, in memory.
+"""Training data: three disjoint, seeded splits of a dataset, in memory.
+
+  train   the n_train images the model is trained on (and memorizes);
+  select  the only data that choosing reads: importance, the capacity search and
+          the gap tracker's held-out probe;
+  test    the only data that judging reads: quality references and the feature
+          net that fd / precision / recall are measured in.
+Data that chooses never judges. eval.json records each split's size and a
+fingerprint of its record ids (`Dataset.splits()`).
 
 config.data.name picks the source:
   "digits"       scikit-learn's 8x8 digits through the project's TFDS builder.
@@ -11,6 +19,7 @@ Images are float32 (n, H, W, C); uint8 sources are scaled to [-1, 1], gmm is raw
 import collections
 import dataclasses
 import functools
+import hashlib
 import os
 import zipfile
 
@@ -27,17 +36,37 @@ _GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 _SUBSET_SALT = 1234  # keeps the subset stream apart from the epoch streams of batch_indices
 
 
+SPLITS = ("train", "select", "test")
+
+
 @dataclasses.dataclass(frozen=True)
 class Dataset:
   """In-memory arrays in model space; *_index are the source record ids of each row."""
   train_x: np.ndarray
   train_y: np.ndarray | None
-  heldout_x: np.ndarray
-  heldout_y: np.ndarray | None
+  select_x: np.ndarray
+  select_y: np.ndarray | None
+  test_x: np.ndarray
+  test_y: np.ndarray | None
   num_classes: int
   info: dict
   train_index: np.ndarray | None = None
-  heldout_index: np.ndarray | None = None
+  select_index: np.ndarray | None = None
+  test_index: np.ndarray | None = None
+
+  def splits(self):
+    """{split: {size, fingerprint}}: what eval.json records to show which data did what."""
+    out = {}
+    for name in SPLITS:
+      index = getattr(self, f"{name}_index")
+      out[name] = {"size": int(len(getattr(self, f"{name}_x"))),
+                   "fingerprint": fingerprint(index) if index is not None else None}
+    return out
+
+
+def fingerprint(ids):
+  """12 hex digits of sha1 over the record ids, in order: equal ids, equal print."""
+  return hashlib.sha1(np.asarray(ids, np.int64).tobytes()).hexdigest()[:12]
 
 
 # A dataset as load() sees it; read: record ids -> (x float32 NHWC, y int32 or None).
@@ -81,9 +110,10 @@ def _check_gmm(cfg):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
       raise ValueError(f"config.data.gmm.{field} must be a number > 0, got {value!r}.")
   _positive_int(g.get("data_seed", 0), "gmm.data_seed", low=0)
-  if size < cfg.n_train + 1:
+  if size < cfg.n_train + 2:
     raise ValueError(f"config.data.gmm.size={size} must exceed config.data.n_train="
-                     f"{cfg.n_train} so that a held-out set remains; raise gmm.size.")
+                     f"{cfg.n_train} by 2 or more so that select and test splits remain; "
+                     "raise gmm.size.")
   _gmm_builder_config(cfg)  # validates cov_diag against d
 
 
@@ -102,7 +132,8 @@ def check_config(cfg):
     raise ValueError(f"config.data.name must be a non-empty string such as 'digits', "
                      f"got {name!r}.")
   _positive_int(cfg.get("n_train"), "n_train")
-  _positive_int(cfg.get("n_heldout", 256), "n_heldout")
+  _positive_int(cfg.get("n_select"), "n_select")
+  _positive_int(cfg.get("n_test"), "n_test")
   _positive_int(cfg.get("image_size"), "image_size")
   data_dir = cfg.get("data_dir")
   if data_dir is not None and not isinstance(data_dir, str):
@@ -115,29 +146,38 @@ def check_config(cfg):
     if cfg.image_size != 8:
       raise ValueError(f"config.data.image_size={cfg.image_size}, but digits is 8x8; "
                        "set image_size=8.")
-    if cfg.n_train >= datasets.digits.SIZE:
-      raise ValueError(f"config.data.n_train={cfg.n_train} leaves none of the "
-                       f"{datasets.digits.SIZE} digits held out; use at most 1796.")
+    if cfg.n_train > datasets.digits.SIZE - 2:
+      raise ValueError(f"config.data.n_train={cfg.n_train} leaves too few of the "
+                       f"{datasets.digits.SIZE} digits for the select and test splits; "
+                       f"use at most {datasets.digits.SIZE - 2}.")
   elif name == "gmm":
     _check_gmm(cfg)
   elif colon or not _tfds_known(name, _data_dir(cfg)):
     raise _unknown_name(name)
 
 
-def split_indices(seed, size, n_train, n_heldout):
-  """Disjoint (train, held-out) record ids: a prefix and a suffix of one permutation.
+def split_indices(seed, size, n_train, n_select, n_test):
+  """Disjoint (train, select, test) record ids from one seeded permutation.
 
-  The held-out suffix does not depend on n_train (unless it has to shrink), so runs
-  that sweep n_train compare against the same held-out images, and train sets nest.
+  train is a prefix, test the suffix and select the slice just before it, so
+  select and test do not depend on n_train (unless they have to shrink): runs
+  that sweep n_train choose and judge on the same images, and train sets nest.
+  When fewer than n_select + n_test records remain, both shrink in proportion.
   """
-  if n_train >= size:
-    raise ValueError(f"config.data.n_train={n_train} leaves none of the dataset's {size} "
-                     f"records held out; use a smaller n_train (at most {size - 1}).")
-  kept = min(n_heldout, size - n_train)
-  if kept < n_heldout:
-    logging.warning("Held-out set shrunk from %d to the %d records left.", n_heldout, kept)
+  left = size - n_train
+  if left < 2:
+    raise ValueError(f"config.data.n_train={n_train} leaves {max(left, 0)} of the dataset's "
+                     f"{size} records for the select and test splits, which need one each; "
+                     f"use a smaller n_train (at most {size - 2}).")
+  want = n_select + n_test
+  if left < want:
+    n_test = min(n_test, max(1, round(left * n_test / want)), left - 1)
+    n_select = left - n_test
+    logging.warning("select and test splits shrunk to %d and %d of the %d records left.",
+                    n_select, n_test, left)
   perm = np.random.default_rng([seed, _SUBSET_SALT]).permutation(size)
-  return perm[:n_train], perm[size - kept:]
+  test_start = size - n_test
+  return perm[:n_train], perm[test_start - n_select:test_start], perm[test_start:]
 
 
 @functools.lru_cache(maxsize=8)
@@ -383,7 +423,7 @@ def _open(cfg):
 
 
 def load(cfg, seed: int) -> Dataset:
-  """The training subset and held-out set of config.data for `seed` (non-negative).
+  """The train, select and test splits of config.data for `seed` (non-negative).
 
   Only the selected records are read, so large TFDS datasets are cheap to subset.
   """
@@ -391,9 +431,7 @@ def load(cfg, seed: int) -> Dataset:
   if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
     raise ValueError(f"data seed must be an integer >= 0, got {seed!r}.")
   source = _open(cfg)
-  train_ids, heldout_ids = split_indices(int(seed), source.size, cfg.n_train,
-                                         cfg.get("n_heldout", 256))
-  train_x, train_y = source.read(train_ids)
-  heldout_x, heldout_y = source.read(heldout_ids)
-  return Dataset(train_x, train_y, heldout_x, heldout_y, source.num_classes,
-                 dict(source.info, num_classes=source.num_classes), train_ids, heldout_ids)
+  ids = split_indices(int(seed), source.size, cfg.n_train, cfg.n_select, cfg.n_test)
+  (train_x, train_y), (select_x, select_y), (test_x, test_y) = map(source.read, ids)
+  return Dataset(train_x, train_y, select_x, select_y, test_x, test_y, source.num_classes,
+                 dict(source.info, num_classes=source.num_classes), *ids)

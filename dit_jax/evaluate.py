@@ -30,13 +30,23 @@ def draw_samples(setup, scfg, params, num, seed, value_range, batch=256):
   return np.concatenate(out)[:num], num / (time.perf_counter() - t0)
 
 
-def _features(dataset, seed, steps=500):
-  """(feature fn, space name): a classifier trained on the labelled data, else pixels."""
-  if dataset.train_y is not None and dataset.heldout_y is not None and dataset.num_classes:
-    x = np.concatenate([dataset.train_x, dataset.heldout_x])
-    y = np.concatenate([dataset.train_y, dataset.heldout_y])
-    net = evaluation.train_feature_net(x, y, dataset.num_classes, seed=seed, steps=steps)
-    return net.features, f"classifier (held-out acc {net.heldout_accuracy:.2f})"
+_feature_nets = {}  # (test split fingerprint, seed, steps) -> FeatureNet
+
+
+def _features(dataset, seed, steps):
+  """(feature fn, space name): a classifier trained on the test split, else pixels.
+
+  The test split is the only data evaluation reads, so the feature net learns
+  from it alone (never from the training images it would otherwise favour).
+  One net per test split and seed serves every evaluation of a run.
+  """
+  if dataset.test_y is not None and dataset.num_classes:
+    key = (data_lib.fingerprint(dataset.test_index), seed, steps)
+    if key not in _feature_nets:
+      _feature_nets[key] = evaluation.train_feature_net(
+          dataset.test_x, dataset.test_y, dataset.num_classes, seed=seed, steps=steps)
+    net = _feature_nets[key]
+    return net.features, f"classifier (test-split acc {net.heldout_accuracy:.2f})"
   return (lambda x: np.asarray(x).reshape(len(x), -1)), "pixels"
 
 
@@ -58,13 +68,14 @@ def evaluate(config, setup, params, dataset, num=512, seed=0):
   gmm = memorization.gmm_params(dataset.info)
   if gmm is not None:
     out["nll"] = evaluation.gmm_nll_per_dim(flat, *gmm)
-    out["nll_heldout_data"] = evaluation.gmm_nll_per_dim(
-        dataset.heldout_x.reshape(len(dataset.heldout_x), -1), *gmm)
-  features, space = _features(dataset, seed, config.eval.get("feature_steps", 500))
-  real, fake = features(dataset.heldout_x), features(samples)
+    out["nll_test_data"] = evaluation.gmm_nll_per_dim(
+        dataset.test_x.reshape(len(dataset.test_x), -1), *gmm)
+  features, space = _features(dataset, seed, config.eval.feature_steps)
+  real, fake = features(dataset.test_x), features(samples)
   out["precision"], out["recall"] = map(float, evaluation.precision_recall(real, fake, k=3))
   out["fd"] = float(evaluation.frechet_distance(real, fake))
   out["fd_space"] = space
+  out["splits"] = dataset.splits()
   return out, {"samples": samples, "d1sq": d1, "d2sq": d2, "nn": nn}
 
 
@@ -89,13 +100,19 @@ def write_report(workdir, sched, extras, dataset, prefix="", buckets=None):
 
 
 def write_eval(workdir, summary):
-  """Merges `summary` into DIR/eval.json (pruning adds before/after entries)."""
+  """Merges `summary` into DIR/eval.json (pruning adds before/after entries).
+
+  "by_step" (one evaluation per step) merges entry by entry.
+  """
   path = os.path.join(workdir, "eval.json")
   old = {}
   if os.path.exists(path):
     with open(path, encoding="utf-8") as f:
       old = json.load(f)
+  by_step = dict(old.get("by_step", {}), **summary.get("by_step", {}))
   old.update(summary)
+  if by_step:
+    old["by_step"] = by_step
   tmp = path + ".tmp"
   with open(tmp, "w", encoding="utf-8") as f:
     json.dump(old, f, indent=2, sort_keys=True)
@@ -122,8 +139,17 @@ def format_summary(summary):
                    for k in keys if k in summary)
 
 
-def write_before_after(workdir, before, after, record):
-  """report/prune_summary.md: the model just before the prune and at the end."""
+def read_eval(workdir):
+  path = os.path.join(workdir, "eval.json")
+  if not os.path.exists(path):
+    return {}
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def write_before_after(workdir, before, after, record, control=None):
+  """report/prune_summary.md: the model before the prune, the equally fine-tuned
+  unpruned control (when run) and the pruned model at the end."""
   keys = ["step", "mem_ratio", "precision", "recall", "fd", "nll", "num_params",
           "flops_per_image", "sample_images_per_sec"]
   keys = [k for k in keys if k in after]
@@ -132,8 +158,11 @@ def write_before_after(workdir, before, after, record):
            f"{record['heads_before']} -> {record['heads']}, MLP {record['mlp_before']} -> "
            f"{record['mlp']}.", "", "| model | " + " | ".join(keys) + " |",
            "|---" * (len(keys) + 1) + "|"]
-  for name, row in (("before prune", before), ("after fine-tuning", after)):
-    lines.append(f"| {name} | " + " | ".join(fmt(row.get(k)) for k in keys) + " |")
+  rows = (("before prune", before), ("control: unpruned, same fine-tuning", control),
+          ("pruned, after fine-tuning", after))
+  for name, row in rows:
+    if row:
+      lines.append(f"| {name} | " + " | ".join(fmt(row.get(k)) for k in keys) + " |")
   path = os.path.join(workdir, "report", "prune_summary.md")
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, "w", encoding="utf-8") as f:

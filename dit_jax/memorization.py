@@ -98,7 +98,8 @@ def gmm_params(info):
 class GapTracker:
   """Fixed probes, fixed noise, B time buckets: the model's place between scores.
 
-  For a probe of the training subset and a held-out probe, each example gets one
+  For a probe of the training subset and a held-out probe (from the select
+  split: the tracker may steer early stopping, so it never reads the test split), each example gets one
   noise draw and one time in each of `buckets` equal slices of the schedule
   (small t first). The empirical-optimal (and, for a known density, ground-truth)
   losses on these draws are computed once; each call only runs the model.
@@ -108,7 +109,7 @@ class GapTracker:
     self.sched, self.buckets, self.weighting = sched, buckets, weighting
     key = jax.random.PRNGKey(seed)
     self.train = self._draws(dataset.train_x[:probe], jax.random.fold_in(key, 0))
-    self.held = self._draws(dataset.heldout_x[:probe], jax.random.fold_in(key, 1))
+    self.held = self._draws(dataset.select_x[:probe], jax.random.fold_in(key, 1))
     train_ND = jnp.asarray(dataset.train_x.reshape(len(dataset.train_x), -1))
     emp = lambda x, t: self._flat_eps(x, t, lambda xf, a, s: empirical_eps(xf, a, s, train_ND))
     self.fixed = {"emp_loss": self._bucket_losses(emp, self.train),

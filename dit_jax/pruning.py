@@ -6,8 +6,13 @@ methods (all normalised within each block, then ranked globally):
              output, accumulated over batches with t/T ~ Beta(0.8, 2);
   magnitude  the norm of the unit's weights;
   random     the paper's baseline;
-  contrast   memorization-aware: importance on held-out data against importance
-             on the training set; units that serve only the training points go first.
+  contrast   memorization-aware: importance on held-out (select) data against
+             importance on the training set; units that serve only the training
+             points go first;
+  specific   per image: units whose importance on single training images stands
+             out from its spread over select images go first;
+  select_taylor  signed first-order estimate of how much removing the unit raises
+             the held-out (select) loss; units whose removal lowers it go first.
 Surgery slices the arrays (q, k, v and output rows of a head; fc1 columns and
 fc2 rows of an MLP unit) in the parameters, the EMA and the optimizer moments.
 """
@@ -23,7 +28,7 @@ from dit_jax import state as state_lib
 from dit_jax import steps
 from dit_jax.models import dit
 
-METHODS = ("head_grad", "magnitude", "random", "contrast")
+METHODS = ("head_grad", "magnitude", "random", "contrast", "specific", "select_taylor")
 # which axis of each per-block array indexes heads / MLP units
 HEAD_AXES = {"qkv_w": 2, "qkv_b": 1, "out_w": 0}
 MLP_AXES = {"fc1_w": 1, "fc1_b": 0, "fc2_w": 0}
@@ -34,10 +39,13 @@ def _normalize(per_block):
   return [s / max(float(np.linalg.norm(s)), 1e-12) for s in per_block]
 
 
-def mask_gradients(setup, params, x0, key, num_batches, batch_size, beta=(0.8, 2.0)):
+def mask_gradients(setup, params, x0, key, num_batches, batch_size, beta=(0.8, 2.0),
+                   signed=False):
   """Summed |dL/dmask| per head and per MLP unit over `num_batches` batches.
 
   Times follow t/T ~ Beta(beta), favouring the small t where memorization lives.
+  signed=True: the mean dL/dmask itself, whose negative is the first-order
+  change of the loss when the unit is removed (Taylor; Molchanov et al. 2017).
   """
   arch = setup.arch
   masks = ([jnp.ones((h,)) for h in arch.heads], [jnp.ones((m,)) for m in arch.mlp])
@@ -56,9 +64,64 @@ def mask_gradients(setup, params, x0, key, num_batches, batch_size, beta=(0.8, 2
     kb, kl = jax.random.split(jax.random.fold_in(key, i))
     idx = jax.random.randint(kb, (batch_size,), 0, len(x0))
     g = grad_fn(masks, jnp.asarray(x0)[idx], kl)
-    total = jax.tree.map(lambda a, b: a + jnp.abs(b), total, g)
+    total = jax.tree.map(lambda a, b: a + (b if signed else jnp.abs(b)), total, g)
   heads, mlp = jax.device_get(total)
-  return [np.asarray(h) for h in heads], [np.asarray(m) for m in mlp]
+  scale = 1.0 / num_batches if signed else 1.0
+  return [np.asarray(h) * scale for h in heads], [np.asarray(m) * scale for m in mlp]
+
+
+def example_mask_grads(setup, params, x, t, noise):
+  """dL_i/dmask for each example i of the batch, from one backward pass: every
+  example gets its own copy of the masks. ([(B, H_b)], [(B, M_b)])."""
+  b = len(x)
+  masks = ([jnp.ones((b, h)) for h in setup.arch.heads],
+           [jnp.ones((b, m)) for m in setup.arch.mlp])
+
+  def total_loss(masks):
+    eps_fn = lambda xt, tt: dit.apply(setup.graphdef, params, xt, setup.sched.net_time(tt),
+                                      head_masks=masks[0], mlp_masks=masks[1])
+    return diffusion.per_example_loss(eps_fn, setup.sched, x, t, noise).sum()
+  return jax.grad(total_loss)(masks)
+
+
+def example_gradients(setup, params, x0, key, draws, beta=(0.8, 2.0), batch=64):
+  """Per image, the mean over `draws` noisings of |dL_x/dmask| for every unit.
+
+  One backward pass gives every example's own mask gradient: each example gets
+  its own copy of the masks. Returns per-block arrays, heads (N, H_b) and MLP
+  units (N, M_b).
+  """
+  arch = setup.arch
+
+  @jax.jit
+  def grads(x, k):
+    kt, kn = jax.random.split(k)
+    t = setup.sched.from_unit(jax.random.beta(kt, *beta, (len(x),)))
+    return jax.tree.map(jnp.abs, example_mask_grads(setup, params, x, t,
+                                                    jax.random.normal(kn, x.shape)))
+
+  x0 = np.asarray(x0)
+  pad = -len(x0) % batch
+  padded = np.concatenate([x0, np.zeros((pad, *x0.shape[1:]), x0.dtype)])
+  parts = []
+  for s in range(0, len(padded), batch):
+    chunk = jnp.asarray(padded[s:s + batch])
+    total = None
+    for d in range(draws):
+      g = grads(chunk, jax.random.fold_in(key, d))
+      total = g if total is None else jax.tree.map(jnp.add, total, g)
+    parts.append(jax.device_get(total))
+  heads, mlp = (
+      [np.concatenate([p[i][b] for p in parts])[:len(x0)] / draws for b in range(arch.depth)]
+      for i in (0, 1))
+  return heads, mlp
+
+
+def _specificity(train, select):
+  """Per unit, the mean over training images of how far above the select images'
+  spread the unit's importance on that image lies: mean_i max(0, z_i)."""
+  mu, sd = select.mean(0), select.std(0) + 1e-12
+  return np.maximum((train - mu) / sd, 0.0).mean(0)
 
 
 def magnitudes(arch, params):
@@ -81,48 +144,86 @@ def importance(method, setup, params, dataset, pcfg, seed):
   if method == "magnitude":
     heads, mlp = magnitudes(arch, params)
     return _normalize(heads), _normalize(mlp)
+  if method == "specific":
+    return _specific_scores(setup, params, dataset, pcfg, seed)
   key = jax.random.PRNGKey(seed)
+  if method == "select_taylor":
+    # -dL/dmask on select images: how much removing the unit raises the held-out
+    # loss, to first order. Units a memorizing model uses to pull held-out images
+    # toward training points lower it when removed (a negative score): they go
+    # first. Scores are losses, so they rank across blocks without normalising.
+    heads, mlp = mask_gradients(setup, params, dataset.select_x, key, pcfg.batches,
+                                pcfg.batch_size, tuple(pcfg.t_beta), signed=True)
+    return [-h for h in heads], [-m for m in mlp]
   grads = lambda x: mask_gradients(setup, params, x, key, pcfg.batches, pcfg.batch_size,
                                    tuple(pcfg.get("t_beta", (0.8, 2.0))))
   train_h, train_m = map(_normalize, grads(dataset.train_x))
   if method == "head_grad":
     return train_h, train_m
-  held_h, held_m = map(_normalize, grads(dataset.heldout_x))
+  held_h, held_m = map(_normalize, grads(dataset.select_x))  # held out: the select split
   # contrast: credit for held-out use, debit for use beyond it on training points
   keep = lambda tr, he: [2 * h - t for t, h in zip(tr, he)]
   return keep(train_h, held_h), keep(train_m, held_m)
 
 
-def _lowest(scores, count, floor):
-  """Global ranking: drop the `count` lowest units, never below `floor` per block."""
-  order = sorted((float(s), b, i) for b, blk in enumerate(scores) for i, s in enumerate(blk))
-  left = [len(blk) for blk in scores]
-  dropped = [set() for _ in scores]
-  for _, b, i in order:
-    if count == 0:
+def _specific_scores(setup, params, dataset, pcfg, seed):
+  """`specific`: units whose importance on individual training images stands out
+  from their importance on select images go first; the rest by select importance."""
+  key = jax.random.PRNGKey(seed)
+  beta = tuple(pcfg.t_beta)
+  select = dataset.select_x[:pcfg.specific_select]
+  tr_h, tr_m = example_gradients(setup, params, dataset.train_x, key, pcfg.specific_draws, beta)
+  se_h, se_m = example_gradients(setup, params, select, jax.random.fold_in(key, 1),
+                                 pcfg.specific_draws, beta)
+  keep = lambda tr, se: [i - _specificity(t, s) for t, s, i in
+                         zip(tr, se, _normalize([s.mean(0) for s in se]))]
+  return keep(tr_h, se_h), keep(tr_m, se_m)
+
+
+def _drop_counts(scores, count, floor, multiple):
+  """Units to drop per block: `count` in all (rounded down to `multiple`), by global rank.
+
+  The global ranking decides how many units each block loses; each block's count
+  is then rounded to a multiple (largest remainders round up), so that every
+  method removes exactly the same number of units: budgets compare equal.
+  """
+  count -= count % multiple
+  order = sorted((float(s), b) for b, blk in enumerate(scores) for s in blk)
+  spare = [len(blk) - floor for blk in scores]  # droppable units per block
+  want = [0] * len(scores)
+  for _, b in order:
+    if sum(want) == count:
       break
-    if left[b] > floor:
-      dropped[b].add(i)
-      left[b] -= 1
-      count -= 1
-  return dropped
+    if want[b] < spare[b]:
+      want[b] += 1
+  got = [w - w % multiple for w in want]
+  by_remainder = sorted(range(len(scores)), key=lambda b: (-(want[b] % multiple), b))
+  for b in by_remainder:
+    if sum(got) + multiple > count:
+      break
+    if got[b] + multiple <= spare[b]:
+      got[b] += multiple
+  return got
+
+
+def _keep(scores, drops):
+  """Per block, the indices (sorted) left after dropping the `drops[b]` lowest scores."""
+  return [np.sort(np.argsort(-np.asarray(s), kind="stable")[:len(s) - d]).astype(np.int32)
+          for s, d in zip(scores, drops)]
 
 
 def plan(scores, ratio_heads, ratio_mlp, min_heads=1, mlp_multiple=8):
-  """Per-block kept indices (sorted) for heads and MLP units."""
+  """Per-block kept indices (sorted) for heads and MLP units.
+
+  floor(ratio * total) units go, chosen by the global ranking of `scores`; each
+  block keeps at least min_heads heads and a multiple of mlp_multiple MLP units
+  (at least one multiple).
+  """
   heads, mlp = scores
   n_heads, n_mlp = sum(map(len, heads)), sum(map(len, mlp))
-  drop_h = _lowest(heads, int(np.floor(ratio_heads * n_heads)), min_heads)
-  drop_m = _lowest(mlp, int(np.floor(ratio_mlp * n_mlp)), mlp_multiple)
-  keep_h = [np.array(sorted(set(range(len(s))) - d), np.int32) for s, d in zip(heads, drop_h)]
-  keep_m = []
-  for s, d in zip(mlp, drop_m):
-    kept = sorted(set(range(len(s))) - d)
-    # round the width up to a multiple, re-admitting the best dropped units
-    want = min(len(s), -(-len(kept) // mlp_multiple) * mlp_multiple)
-    back = sorted(d, key=lambda i: -s[i])[:want - len(kept)]
-    keep_m.append(np.array(sorted(kept + back), np.int32))
-  return keep_h, keep_m
+  drop_h = _drop_counts(heads, int(np.floor(ratio_heads * n_heads)), min_heads, 1)
+  drop_m = _drop_counts(mlp, int(np.floor(ratio_mlp * n_mlp)), mlp_multiple, mlp_multiple)
+  return _keep(heads, drop_h), _keep(mlp, drop_m)
 
 
 def _slice_tree(tree, keep_h, keep_m):
@@ -249,7 +350,8 @@ def prune(config, setup, state, dataset, mesh, step):
   keep_h, keep_m, record = choose(config, setup, state, dataset, mesh, step)
   before = setup.arch
   arch, new_state = surgery(before, state, keep_h, keep_m)
-  record.update(step=step, heads_before=list(before.heads), heads=list(arch.heads),
+  record.update(step=step, head_dim=arch.head_dim, heads_before=list(before.heads),
+                heads=list(arch.heads),
                 mlp_before=list(before.mlp), mlp=list(arch.mlp),
                 num_params_before=dit.num_params(before), num_params=dit.num_params(arch),
                 flops_before=dit.flops_per_image(before), flops=dit.flops_per_image(arch))

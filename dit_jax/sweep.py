@@ -1,4 +1,20 @@
-"""Runs the points of a sweep file, resumably, sharing one base run per seed."""
+"""Runs the points of a sweep file, resumably, and tabulates them with intervals.
+
+A sweep file has get_config(arg), the config every point starts from, and
+get_sweep(arg), a list of points run in order. A point is a dict:
+  name        its workdir under the sweep's workdir;
+  method      the row label (e.g. "random"); budget: the group whose rows
+              compare at equal budget (e.g. "h20m50"); seed;
+  at          the reference step: fine-tuning steps are counted from it;
+  overrides   dotted config overrides;
+  start_from  optional (point name, step): a copy of that point's checkpoint is
+              where this one starts (a base run shared by the points of a seed);
+  needs       optional {dotted key: (point name, dotted key in its eval.json)}:
+              values chosen by an earlier point (e.g. the width a capacity
+              search picked, so that other methods cut the same).
+Each point ends with an eval.json; a point whose eval.json is at its last step
+is read, not rerun, so the same command resumes an interrupted sweep.
+"""
 import csv
 import json
 import logging
@@ -9,117 +25,247 @@ import numpy as np
 
 from dit_jax import configlib
 from dit_jax import report
+from dit_jax import stats
 from dit_jax import train
 from dit_jax import writers
 
 log = logging.getLogger("dit_jax")
 
-COLUMNS = ["name", "method", "seed", "data", "ratio", "mlp_ratio", "mem_ratio", "precision",
-           "recall", "fd", "nll", "num_params", "flops_per_image", "train_steps_per_sec",
-           "sample_images_per_sec", "step"]
+COLUMNS = ["name", "method", "budget", "seed", "data", "ratio", "mlp_ratio", "heads", "mlp",
+           "mem_ratio", "precision", "recall", "fd", "nll", "num_params", "flops_per_image",
+           "train_steps_per_sec", "sample_images_per_sec", "step", "ft_steps"]
+# per evaluated step: the evaluation and what the gap tracker said at that step
+STEP_COLUMNS = ["name", "method", "budget", "seed", "data", "step", "ft_steps", "mem_ratio",
+                "precision", "recall", "fd", "nll", "d_ratio_p50", "num_params",
+                "memo_ema/gap", "memo_ema/index", "memo_ema/train_loss",
+                "memo_ema/heldout_loss", "memo/gap", "memo/index"]
+QUALITY = ("mem_ratio", "fd", "nll", "precision", "recall")
+LOWER_IS_BETTER = {"mem_ratio": True, "fd": True, "nll": True, "precision": False,
+                   "recall": False}
+CONTROL = "original"  # the method name of the equally fine-tuned, unpruned control
+REFERENCE = "random"  # the baseline every method is compared with at its budget
 
 
-def _base(config, workdir, at):
-  """Trains (or finds) the shared unpruned run to step `at` for this seed."""
-  base = configlib.with_overrides(config, {"prune.at_step": -1, "train.steps": at, "eval.at_end": False})
-  bdir = os.path.join(workdir, f"base-s{base.seed}")
-  if not os.path.isdir(os.path.join(bdir, "checkpoints", str(at))):
-    train.train_and_evaluate(base, bdir)
-  return bdir
+def _lookup(tree, dotted):
+  for part in dotted.split("."):
+    tree = tree[part]
+  return tree
 
 
-def _row(point, config, pdir):
-  with open(os.path.join(pdir, "eval.json"), encoding="utf-8") as f:
-    ev = json.load(f)
-  prune = ev.get("prune") or {}
-  at = config.prune.at_step if config.prune.at_step >= 0 else -1
-  speeds = [r["train/steps_per_sec"] for r in writers.read_metrics(pdir)
-            if "train/steps_per_sec" in r and r["step"] > at + config.log_every]
-  row = {k: ev.get(k) for k in COLUMNS}
-  row.update(name=point["name"], method=point["method"], seed=config.seed,
-             data=config.data.name, ratio=prune.get("ratio", 0.0),
-             mlp_ratio=prune.get("mlp_ratio", 0.0),
-             train_steps_per_sec=float(np.median(speeds)) if speeds else None)
-  return row
+def _read_eval(pdir):
+  path = os.path.join(pdir, "eval.json")
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def point_config(base, point, workdir):
+  """The finalized config of a point; its `needs` are read from earlier points."""
+  config = configlib.with_overrides(base, point.get("overrides", {}))
+  needs = {}
+  for key, (source, field) in point.get("needs", {}).items():
+    ev = _read_eval(os.path.join(workdir, source))
+    if ev is None:
+      raise ValueError(f"sweep point {point['name']!r} needs {field!r} of point {source!r}, "
+                       "which has not run; list it earlier in get_sweep().")
+    value = _lookup(ev, field)
+    needs[key] = tuple(value) if isinstance(value, list) else value
+  return configlib.finalize(configlib.with_overrides(config, needs))
+
+
+def _is_done(pdir, config):
+  ev = _read_eval(pdir)
+  return ev is not None and ev.get("step") == config.train.steps
+
+
+def _start(point, pdir, workdir):
+  """Copies the checkpoint a point starts from (the source stays as it is)."""
+  if "start_from" not in point or os.path.isdir(os.path.join(pdir, "checkpoints")):
+    return
+  source, step = point["start_from"]
+  src = os.path.join(workdir, source, "checkpoints", str(step))
+  if not os.path.isdir(src):
+    raise ValueError(f"sweep point {point['name']!r} starts from {src}, which does not "
+                     f"exist; point {source!r} must run to step {step} first.")
+  shutil.copytree(src, os.path.join(pdir, "checkpoints", str(step)))
 
 
 def run_sweep(config_path, workdir, overrides=None):
   """Runs every point of `path.py[:arg]`; finished points are read, not rerun.
 
-  `overrides` (dotted keys) apply to the base config of every point.
+  `overrides` (dotted keys) apply to the base config of every point. Returns
+  (rows, step_rows, summary markdown).
   """
   path, _, arg = config_path.partition(":")
   module = configlib.load_config_file(path)
   base, points = module.get_config(arg or None), module.get_sweep(arg or None)
   base = configlib.with_overrides(base, overrides or {})
-  at, ft = base.prune.at_step, base.prune.finetune_steps
-  rows = []
+  names = [p["name"] for p in points]
+  if len(set(names)) != len(names):
+    raise ValueError(f"{path}: get_sweep() repeats point names; each needs its own workdir.")
+  rows, step_rows = [], []
   for i, point in enumerate(points):
-    config = configlib.with_overrides(base, {**point["overrides"], "train.steps": at + ft})
     pdir = os.path.join(workdir, point["name"])
-    done = os.path.join(pdir, "eval.json")
-    if not (os.path.exists(done) and json.load(open(done)).get("step") == at + ft):
+    config = point_config(base, point, workdir)
+    if not _is_done(pdir, config):
       log.info("sweep point %d/%d: %s", i + 1, len(points), point["name"])
-      bdir = _base(config, workdir, at)
-      if not os.path.isdir(os.path.join(pdir, "checkpoints")):
-        # start from the base run's checkpoint at the prune step (a copy; the base stays)
-        shutil.copytree(os.path.join(bdir, "checkpoints", str(at)),
-                        os.path.join(pdir, "checkpoints", str(at)))
+      _start(point, pdir, workdir)
       if train.train_and_evaluate(config, pdir).stop_requested:
         log.warning("sweep stopped at %s; run the same command again to resume", point["name"])
         break
     rows.append(_row(point, config, pdir))
-    write_csv(rows, os.path.join(workdir, "sweep.csv"))
-  summary = summarize(rows)
+    step_rows.extend(_step_rows(point, config, pdir))
+    write_csv(rows, os.path.join(workdir, "sweep.csv"), COLUMNS)
+    write_csv(step_rows, os.path.join(workdir, "sweep_steps.csv"), STEP_COLUMNS)
+  summary = summarize(step_rows)
   with open(os.path.join(workdir, "sweep_summary.md"), "w", encoding="utf-8") as f:
     f.write(summary)
-  plot(rows, os.path.join(workdir, "sweep.png"))
-  return rows, summary
+  plot(step_rows, os.path.join(workdir, "sweep.png"))
+  return rows, step_rows, summary
 
 
-def write_csv(rows, path):
+def _labels(point, config):
+  return dict(name=point["name"], method=point["method"], budget=point.get("budget", ""),
+              seed=config.seed, data=config.data.name)
+
+
+def _row(point, config, pdir):
+  """The point at its last step: one row of sweep.csv."""
+  ev = _read_eval(pdir)
+  prune = ev.get("prune") or {}
+  at = point.get("at", 0)
+  speeds = [r["train/steps_per_sec"] for r in writers.read_metrics(pdir)
+            if "train/steps_per_sec" in r and r["step"] > at + config.log_every]
+  row = {k: ev.get(k) for k in COLUMNS}
+  row.update(_labels(point, config), ratio=prune.get("ratio", 0.0),
+             mlp_ratio=prune.get("mlp_ratio", 0.0),
+             heads="+".join(map(str, config.model.heads if not prune else prune["heads"])),
+             mlp="+".join(map(str, config.model.mlp if not prune else prune["mlp"])),
+             ft_steps=ev["step"] - at,
+             train_steps_per_sec=float(np.median(speeds)) if speeds else None)
+  return row
+
+
+def _step_rows(point, config, pdir):
+  """One row per evaluated step, with the tracker's reading at that step."""
+  ev = _read_eval(pdir)
+  metrics = {r["step"]: r for r in writers.read_metrics(pdir)}
+  out = []
+  for step, summary in sorted(ev.get("by_step", {}).items(), key=lambda kv: int(kv[0])):
+    step = int(step)
+    row = {k: summary.get(k) for k in STEP_COLUMNS}
+    row.update(_labels(point, config), step=step, ft_steps=step - point.get("at", 0))
+    row.update({k: metrics.get(step, {}).get(k) for k in STEP_COLUMNS if "/" in k})
+    out.append(row)
+  return out
+
+
+def write_csv(rows, path, columns):
   tmp = path + ".tmp"
   with open(tmp, "w", newline="", encoding="utf-8") as f:
-    w = csv.DictWriter(f, COLUMNS)
+    w = csv.DictWriter(f, columns, extrasaction="ignore")
     w.writeheader()
     w.writerows(rows)
   os.replace(tmp, path)
 
 
-def _ms(values):
-  vals = [v for v in values if v is not None]
-  if not vals:
-    return "-"
-  return f"{np.mean(vals):.3g} ± {np.std(vals):.2g}" if len(vals) > 1 else f"{vals[0]:.3g}"
+def read_csv(path):
+  """Rows of a sweep csv with numbers parsed back (empty cells are None)."""
+  def parse(v):
+    if v == "":
+      return None
+    try:
+      return int(v)
+    except ValueError:
+      try:
+        return float(v)
+      except ValueError:
+        return v
+  with open(path, encoding="utf-8") as f:
+    return [{k: parse(v) for k, v in r.items()} for r in csv.DictReader(f)]
 
 
-def summarize(rows):
-  """A markdown table: mean ± std over seeds for each method."""
-  methods = list(dict.fromkeys(r["method"] for r in rows))
-  cols = ["mem_ratio", "precision", "recall", "fd", "nll", "num_params", "flops_per_image",
-          "train_steps_per_sec", "sample_images_per_sec"]
-  cols = [c for c in cols if any(r.get(c) is not None for r in rows)]
-  lines = ["| method | seeds | " + " | ".join(cols) + " |",
-           "|---" * (len(cols) + 2) + "|"]
-  for m in methods:
-    rs = [r for r in rows if r["method"] == m]
-    lines.append(f"| {m} | {len(rs)} | " + " | ".join(_ms([r.get(c) for r in rs]) for c in cols)
-                 + " |")
-  return "\n".join(lines) + "\n"
+def _by_seed(rows, method, budget, ft, key):
+  return {r["seed"]: r.get(key) for r in rows
+          if r["method"] == method and r["budget"] == budget and r["ft_steps"] == ft}
+
+
+def comparisons(rows, ft, metrics=QUALITY):
+  """At fine-tuning step `ft`: per budget and method, each metric's interval over seeds
+  and its paired differences against the control and against random at that budget."""
+  out = []
+  control = [r for r in rows if r["method"] == CONTROL and r["ft_steps"] == ft]
+  control_budget = control[0]["budget"] if control else None
+  budgets = list(dict.fromkeys(r["budget"] for r in rows if r["ft_steps"] == ft
+                               and r["method"] != CONTROL and r["budget"] != "base"))
+  for budget in [control_budget] * bool(control) + budgets:
+    methods = list(dict.fromkeys(r["method"] for r in rows
+                                 if r["budget"] == budget and r["ft_steps"] == ft))
+    for m in methods:
+      rec = {"budget": budget, "method": m, "ft_steps": ft}
+      for key in metrics:
+        vals = _by_seed(rows, m, budget, ft, key)
+        if not any(v is not None for v in vals.values()):
+          continue
+        rec[key] = stats.t_interval(vals.values())
+        if m != CONTROL and control:
+          rec[f"{key}-control"] = stats.paired(vals, _by_seed(rows, CONTROL, control_budget,
+                                                              ft, key))
+        if m != REFERENCE and budget != control_budget:
+          ref = _by_seed(rows, REFERENCE, budget, ft, key)
+          if ref:
+            rec[f"{key}-random"] = stats.paired(vals, ref)
+      out.append(rec)
+  return out
+
+
+def summarize(rows, metrics=QUALITY):
+  """Markdown: per evaluated fine-tuning step, mean ± 95% interval over seeds of each
+  metric, and paired differences against the control and against random."""
+  fts = sorted({r["ft_steps"] for r in rows if r["budget"] != "base" and r["ft_steps"] > 0})
+  lines = []
+  for ft in fts:
+    recs = comparisons(rows, ft, metrics)
+    cols = [m for m in metrics if any(m in r for r in recs)]
+    if not recs:
+      continue
+    lines += [f"### {ft} fine-tuning steps", "",
+              "mean ± 95% t-interval over seeds; `vs control` and `vs random`: the paired "
+              "per-seed difference (method minus the other) and its 95% interval.", "",
+              "| budget | method | seeds | " + " | ".join(cols)
+              + " | mem_ratio vs control | mem_ratio vs random | fd vs random |",
+              "|---" * (len(cols) + 6) + "|"]
+    for r in recs:
+      cells = [stats.fmt_interval(*r[c][:2]) if c in r else "-" for c in cols]
+      diff = lambda key: (stats.fmt_interval(*r[key][:2]) + f" ({stats.verdict(*r[key][:2], LOWER_IS_BETTER[key.split('-')[0]])})"
+                          if key in r else "-")
+      n = max((r[c][2] for c in cols if c in r), default=0)
+      lines.append(f"| {r['budget']} | {r['method']} | {n} | " + " | ".join(cells)
+                   + f" | {diff('mem_ratio-control')} | {diff('mem_ratio-random')}"
+                   + f" | {diff('fd-random')} |")
+    lines.append("")
+  return "\n".join(lines)
 
 
 def plot(rows, path):
-  import matplotlib.pyplot as plt  # Agg is selected by dit_jax.report
-  methods = list(dict.fromkeys(r["method"] for r in rows))
-  fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
-  for i, m in enumerate(methods):
-    rs = [r for r in rows if r["method"] == m and r.get("mem_ratio") is not None]
-    ys = [r["mem_ratio"] for r in rs]
-    ax1.errorbar([i], [np.mean(ys)], yerr=[np.std(ys)], fmt="o", capsize=4)
-    ax1.plot([i] * len(ys), ys, ".", color="gray")
-    ax2.scatter([r["num_params"] for r in rs], ys, label=m)
-  ax1.set_xticks(range(len(methods)), methods, rotation=20)
-  ax1.set(ylabel="memorization ratio", title="mean ± std over seeds")
-  ax2.set(xlabel="parameters", ylabel="memorization ratio", title="memorization vs size")
-  ax2.legend(fontsize=8)
+  """mem_ratio against fine-tuning steps per budget and method (mean ± 95% interval)."""
+  import matplotlib.pyplot as plt
+  budgets = list(dict.fromkeys(r["budget"] for r in rows
+                               if r["budget"] not in ("base",) and r["method"] != CONTROL))
+  fig, axes = plt.subplots(1, max(1, len(budgets)), figsize=(4.5 * max(1, len(budgets)), 3.8),
+                           squeeze=False)
+  for ax, budget in zip(axes[0], budgets or [None]):
+    methods = list(dict.fromkeys(r["method"] for r in rows
+                                 if r["budget"] == budget or r["method"] == CONTROL))
+    for m in methods:
+      rs = [r for r in rows if r["method"] == m and (r["budget"] == budget or m == CONTROL)
+            and r["ft_steps"] > 0 and r.get("mem_ratio") is not None]
+      fts = sorted({r["ft_steps"] for r in rs})
+      iv = [stats.t_interval([r["mem_ratio"] for r in rs if r["ft_steps"] == f]) for f in fts]
+      if fts:
+        ax.errorbar(fts, [v[0] for v in iv], yerr=[np.nan_to_num(v[1]) for v in iv],
+                    marker="o", capsize=3, label=m)
+    ax.set(xlabel="fine-tuning steps", ylabel="memorization ratio", title=f"budget {budget}")
+    ax.legend(fontsize=7)
   return report.save_figure(fig, path)

@@ -4,9 +4,11 @@ One pure, jitted step with buffer donation over a data-parallel mesh; periodic
 work (logging, checkpoints, sample grids, memorization tracking) are plain
 hooks called between steps. Runs resume from the newest checkpoint in workdir.
 """
+import json
 import logging
 import os
 import signal
+import sys
 import time
 
 import jax
@@ -44,6 +46,36 @@ def _write_config(config, workdir):
   os.replace(path + ".tmp", path)
 
 
+# what defines a run beyond its architecture: resuming with other values would
+# silently go on with other data or another objective
+RUN_FIELDS = ("seed", "data.name", "data.n_train", "data.n_select", "data.n_test",
+              "data.image_size", "data.channels", "data.conditional", "diffusion")
+
+
+def run_fingerprint(config):
+  """{field: value} of RUN_FIELDS (and data.gmm for gmm), as JSON gives them back."""
+  fields = RUN_FIELDS + (("data.gmm",) if config.data.name == "gmm" else ())
+  out = {}
+  for field in fields:
+    value = configlib.get_field(config, field)
+    out[field] = value.to_dict() if hasattr(value, "to_dict") else value
+  return json.loads(json.dumps(out))
+
+
+def check_fingerprint(stored, config, directory):
+  """Refuses to resume a workdir whose run was defined differently."""
+  if stored is None:  # written before fingerprints existed
+    return
+  now = run_fingerprint(config)
+  differ = sorted(k for k in set(stored) | set(now) if stored.get(k) != now.get(k))
+  if differ:
+    detail = "; ".join(f"config.{k}: {stored.get(k)!r} in the checkpoints, {now.get(k)!r} "
+                       "now" for k in differ)
+    raise ValueError(
+        f"{directory} holds a run with other settings ({detail}). Resume with the values "
+        "the run was started with, or use a new --workdir (nothing in this one was changed).")
+
+
 class Run:
   """Mutable bits of one training run shared by the loop and its hooks."""
 
@@ -59,6 +91,7 @@ class Run:
     self.summary = None
     self.pruned = None  # the prune record once this run's model has been pruned
     self.before = None  # evaluation of the model just before pruning
+    self.control = None  # evaluation of the unpruned control fine-tuned equally
 
   def set_state(self, state, setup=None):
     """Installs a state (and a new architecture) and re-jits the step."""
@@ -71,6 +104,7 @@ class Run:
 
   def meta(self, step):
     return {"arch": self.setup.arch.to_json(), "base_arch": self.base_arch.to_json(),
+            "run": run_fingerprint(self.config),
             "step": int(step), "data_position": int(step) * self.config.train.batch_size,
             "data": self.dataset.info.get("name"),
             "value_range": self.dataset.info.get("value_range"), "pruned": self.pruned}
@@ -88,6 +122,7 @@ def _restore_or_init(run, key):
   ckpt, config = run.ckpt, run.config
 
   def abstract_for(meta):  # each step carries its own architecture (pruning changes it)
+    check_fingerprint(meta.get("run"), config, ckpt.directory)
     if meta["base_arch"] != run.base_arch.to_json():
       raise ValueError(
           f"{ckpt.directory} holds checkpoints of architecture {meta['base_arch']}, but the "
@@ -168,15 +203,45 @@ def make_hooks(run):
     if run.pruned is None and step == config.prune.at_step:
       prune_now(run, step)
 
-  # pruning comes first so that tracking and the checkpoint of this step see the new model
+  at_steps = set(config.eval.at_steps)
+
+  def evaluation(step, metrics):
+    if step in at_steps and not (config.eval.at_end and step == total):  # the end has its own
+      _evaluate(run, top_level=False)
+
+  # pruning comes first so that tracking and the checkpoint of this step see the new model;
+  # evaluation precedes the checkpoint so that a run stopped during it evaluates again
   return [("log", log), ("prune", prune), ("memo", track), ("samples", samples),
-          ("checkpoint", checkpoint)]
+          ("eval", evaluation), ("checkpoint", checkpoint)]
+
+
+CONTROL_DIR = "control"  # the equally fine-tuned, unpruned control of a run's prune
+
+
+def control_config(config):
+  """The same run with a prune event that removes nothing: the same fine-tuning steps
+  and the same EMA restart, so it differs from the pruned run by the pruning alone."""
+  return configlib.with_overrides(config, {
+      "prune.ratio": 0.0, "prune.mlp_ratio": 0.0, "prune.method": "random",
+      "prune.target": "ratio", "prune.control": False, "prune.eval_before": False})
+
+
+def _save_control_start(run, step):
+  """The unpruned state at the prune: where the control starts (written once)."""
+  directory = os.path.join(run.workdir, CONTROL_DIR, "checkpoints")
+  if os.path.isdir(os.path.join(directory, str(step))):
+    return
+  ckpt = checkpointing.Checkpointer(directory, run.config.checkpoint.keep, async_save=False)
+  ckpt.save(step, run.state, run.meta(step), force=True)
+  ckpt.close()
 
 
 def prune_now(run, step):
   """Importance -> surgery -> re-jit, in the middle of a run (config.prune)."""
   config = run.config
   before = run.setup.arch
+  if config.prune.control:
+    _save_control_start(run, step)
   if config.prune.eval_before and config.eval.num:
     run.before = _evaluate(run, "before_prune")
   arch, state, record = pruning.prune(config, run.setup, run.state, run.dataset,
@@ -222,6 +287,8 @@ def train_and_evaluate(config, workdir, extra_hooks=()):
     run.writer = writers.MetricWriter(workdir)
     try:
       _loop(run, start, extra_hooks)
+      if config.eval.at_end and not run.stop_requested:  # still holding the workdir lock
+        run.summary = _evaluate_at_end(run)
     except BaseException:
       # a full disk fails the event file's last flush too; keep the first error visible
       run.writer.close(quiet=True)
@@ -231,8 +298,6 @@ def train_and_evaluate(config, workdir, extra_hooks=()):
     if ckpt is not None:
       ckpt.close()
     workdir_lock.release(lock)
-  if config.eval.at_end and not run.stop_requested:
-    run.summary = _evaluate_at_end(run)
   return run
 
 
@@ -241,13 +306,16 @@ def _loop(run, start, extra_hooks):
   config, ckpt = run.config, run.ckpt
   if run.pruned is None and start == config.prune.at_step:  # resumed right at the prune
     prune_now(run, start)
+    if start in config.eval.at_steps:  # the pruned model before any fine-tuning
+      _evaluate(run, top_level=False)
   log.info("%s: %d params, %.2f MFLOPs/image, %d train images, from step %d",
            config.model.variant, dit.num_params(run.setup.arch),
            dit.flops_per_image(run.setup.arch) / 1e6, len(run.dataset.train_x), start)
   hooks = make_hooks(run) + list(extra_hooks)
   previous = _install_sigterm(run)
+  # a log file (a sweep in the background) gets a line a minute, a terminal a live bar
   bar = tqdm.tqdm(total=config.train.steps, initial=start, desc="train", unit="step",
-                  dynamic_ncols=True, mininterval=1.0)
+                  dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 60.0)
   pending = None
   try:
     for step in range(start + 1, config.train.steps + 1):
@@ -280,26 +348,46 @@ def _loop(run, start, extra_hooks):
       signal.signal(signal.SIGTERM, previous)
 
 
-def _evaluate(run, name=None):
-  """Samples the current EMA weights into eval.json (under `name`) and report/."""
+EVAL_METRICS = ("mem_ratio", "precision", "recall", "fd", "nll", "d_ratio_p50")
+
+
+def _evaluate(run, name=None, top_level=True):
+  """Samples the current EMA weights and measures them.
+
+  Every evaluation goes into eval.json's "by_step" and metrics.jsonl (eval/...);
+  with top_level it is also the file's summary (under `name` if given) and
+  draws report/.
+  """
   config = run.config
-  log.info("evaluating %d samples of the EMA weights at step %d", config.eval.num,
-           int(run.state["step"]))
+  step = int(run.state["step"])
+  log.info("evaluating %d samples of the EMA weights at step %d", config.eval.num, step)
   summary, extras = evaluate.evaluate(config, run.setup, run.state["ema"], run.dataset,
                                       config.eval.num, config.seed)
-  summary["step"] = int(run.state["step"])
-  evaluate.write_report(run.workdir, run.setup.sched, extras, run.dataset,
-                        prefix=f"{name}_" if name else "")
-  evaluate.write_eval(run.workdir, {name: summary} if name else summary)
+  summary["step"] = step
+  entry = {"by_step": {str(step): summary}}
+  if top_level:
+    evaluate.write_report(run.workdir, run.setup.sched, extras, run.dataset,
+                          prefix=f"{name}_" if name else "")
+    entry.update({name: summary} if name else summary)
+  evaluate.write_eval(run.workdir, entry)
+  run.writer.write(step, {f"eval/{k}": summary[k] for k in EVAL_METRICS if k in summary})
   return summary
 
 
 def _evaluate_at_end(run):
   summary = _evaluate(run)
-  if run.pruned is not None:
-    evaluate.write_eval(run.workdir, {"prune": run.pruned})
-    if run.before:
-      evaluate.write_before_after(run.workdir, run.before, summary, run.pruned)
+  if run.pruned is None:
+    return summary
+  evaluate.write_eval(run.workdir, {"prune": run.pruned})
+  if run.before is None:  # evaluated before an interruption: eval.json kept it
+    run.before = evaluate.read_eval(run.workdir).get("before_prune")
+  if run.config.prune.control:
+    log.info("the control: the unpruned model fine-tuned the same %d steps",
+             run.config.train.steps - run.pruned["step"])
+    run.control = train_and_evaluate(control_config(run.config),
+                                     os.path.join(run.workdir, CONTROL_DIR)).summary
+    evaluate.write_eval(run.workdir, {"control": run.control})
+  evaluate.write_before_after(run.workdir, run.before, summary, run.pruned, run.control)
   return summary
 
 

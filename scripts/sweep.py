@@ -18,9 +18,9 @@ def main(argv):
   del argv
   cli.setup()
   with cli.friendly_errors():
-    _, summary = sweep.run_sweep(FLAGS.config, FLAGS.workdir)
+    _, _, summary = sweep.run_sweep(FLAGS.config, FLAGS.workdir)
   print(summary)
-  print(f"wrote {FLAGS.workdir}/sweep.csv, sweep_summary.md and sweep.png")
+  print(f"wrote {FLAGS.workdir}/sweep.csv, sweep_steps.csv, sweep_summary.md and sweep.png")
 
 
 if __name__ == "__main__":

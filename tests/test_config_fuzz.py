@@ -45,7 +45,8 @@ INVALID = {
     "model.class_dropout": floats.filter(lambda v: not 0 <= v <= 1) | non_finite,
     "data.name": unknown(),
     "data.n_train": non_positive | st.integers(1797, 10**6),  # digits has 1797 images
-    "data.n_heldout": non_positive,
+    "data.n_select": non_positive,
+    "data.n_test": non_positive,
     "data.image_size": non_positive | st.integers(9, 512),  # digits are 8x8
     "diffusion.schedule": unknown("vp", "ddpm_linear", "ddpm_cosine"),
     "diffusion.weighting": unknown("eps", "score"),

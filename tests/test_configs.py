@@ -41,11 +41,26 @@ def test_prune_sweep_points():
   path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "sweeps",
                       "prune_ratio.py")
   sweep = configlib.load_config_file(path)
-  names = [p["name"] for p in sweep.get_sweep("seeds=2,ratios=0.2+0.4,methods=original+random")]
-  assert names == ["original-s0", "random@0.2-s0", "random@0.4-s0",
-                   "original-s1", "random@0.2-s1", "random@0.4-s1"]
+  points = sweep.get_sweep("seeds=2,budgets=h20m50+cap,methods=random+contrast")
+  assert [p["name"] for p in points if p["overrides"]["seed"] == 1] == [
+      "base-s1", "original-s1", "random@h20m50-s1", "contrast@h20m50-s1",
+      "scratch@h20m50-s1", "capacity@cap-s1", "random@cap-s1"]
+  by_name = {p["name"]: p for p in points}
+  # equal budgets: the same cut for every method; the capacity budget follows its search
+  for name in ("random@h20m50-s0", "contrast@h20m50-s0"):
+    over = by_name[name]["overrides"]
+    assert (over["prune.ratio"], over["prune.mlp_ratio"]) == (0.2, 0.5)
+    assert by_name[name]["start_from"] == ("base-s0", 4000)
+  assert by_name["random@cap-s0"]["needs"]["prune.mlp_ratio"] == ("capacity@cap-s0",
+                                                                   "prune.mlp_ratio")
+  scratch = by_name["scratch@h20m50-s0"]
+  assert "start_from" not in scratch and scratch["needs"]["model.heads"][0] == "contrast@h20m50-s0"
+  assert scratch["overrides"]["train.steps"] == 6000
+  assert by_name["original-s0"]["overrides"]["eval.at_steps"] == (4250, 4500, 5000, 6000)
   for data in ("digits", "gmm"):
     configlib.validate(configlib.finalize(sweep.get_config(f"data={data}")))
+  with pytest.raises(ValueError, match="budget 'h30'"):
+    sweep.get_sweep("budgets=h30")
 
 
 def test_bad_prune_fields():

@@ -16,7 +16,7 @@ from dit_jax import data, datasets
 
 def make_cfg(name="digits", data_dir=None, gmm=None, **overrides):
   """config.data as the trainer passes it; gmm entries override the defaults."""
-  fields = dict(name=name, n_train=32, n_heldout=64, image_size=8, channels=1,
+  fields = dict(name=name, n_train=32, n_select=24, n_test=40, image_size=8, channels=1,
                 data_dir=data_dir, conditional=False,
                 gmm=dict(dict(k=8, scale=2.0, cov_scale=1.0, cov_diag=None, size=20000,
                               data_seed=0), **(gmm or {})))
@@ -60,7 +60,8 @@ def test_prepare_is_idempotent(tfds_dir, monkeypatch):
 
 def test_load_digits(tfds_dir):
   ds = data.load(make_cfg(data_dir=tfds_dir), seed=0)
-  assert ds.train_x.shape == (32, 8, 8, 1) and ds.heldout_x.shape == (64, 8, 8, 1)
+  assert ds.train_x.shape == (32, 8, 8, 1)
+  assert ds.select_x.shape == (24, 8, 8, 1) and ds.test_x.shape == (40, 8, 8, 1)
   assert ds.train_x.dtype == np.float32
   assert ds.train_x.min() >= -1 and ds.train_x.max() <= 1 and ds.train_x.max() == 1
   assert ds.train_y.dtype == np.int32 and ds.train_y.shape == (32,)
@@ -71,40 +72,50 @@ def test_load_digits(tfds_dir):
   assert "tensorflow" not in sys.modules
 
 
-def test_subsets_are_disjoint_and_seeded(tfds_dir):
+def test_splits_are_disjoint_seeded_and_recorded(tfds_dir):
   ds = data.load(make_cfg(data_dir=tfds_dir), seed=0)
-  assert not set(ds.train_index) & set(ds.heldout_index)
-  assert len(set(ds.train_index)) == 32 and len(set(ds.heldout_index)) == 64
-  # Rows are the records they claim to be, and no image is in both sets.
+  ids = [set(ds.train_index), set(ds.select_index), set(ds.test_index)]
+  assert [len(i) for i in ids] == [32, 24, 40]
+  assert not ids[0] & ids[1] and not ids[0] & ids[2] and not ids[1] & ids[2]
+  # Rows are the records they claim to be, and no image is in two splits.
   source = tfds.data_source("digits", split="train", data_dir=tfds_dir)
   first = source[int(ds.train_index[0])]
   np.testing.assert_array_equal(ds.train_x[0], to_model(first["image"]))
-  train_rows = {row.tobytes() for row in ds.train_x}
-  assert not train_rows & {row.tobytes() for row in ds.heldout_x}  # digits has no duplicates
+  np.testing.assert_array_equal(ds.test_y, [source[int(i)]["label"] for i in ds.test_index])
+  rows = [{row.tobytes() for row in x} for x in (ds.train_x, ds.select_x, ds.test_x)]
+  assert not rows[0] & rows[1] and not rows[0] & rows[2] and not rows[1] & rows[2]
+  splits = ds.splits()
+  assert {k: v["size"] for k, v in splits.items()} == {"train": 32, "select": 24, "test": 40}
+  assert splits["test"]["fingerprint"] == data.fingerprint(ds.test_index)
+  assert len({v["fingerprint"] for v in splits.values()}) == 3
   again = data.load(make_cfg(data_dir=tfds_dir), seed=0)
   np.testing.assert_array_equal(again.train_x, ds.train_x)
-  np.testing.assert_array_equal(again.heldout_index, ds.heldout_index)
+  assert again.splits() == splits
   other = data.load(make_cfg(data_dir=tfds_dir), seed=1)
   assert set(other.train_index) != set(ds.train_index)
+  assert other.splits()["train"]["fingerprint"] != splits["train"]["fingerprint"]
 
 
-def test_heldout_fixed_across_n_train_and_train_sets_nest(tfds_dir):
+def test_select_and_test_fixed_across_n_train_and_train_sets_nest(tfds_dir):
   small = data.load(make_cfg(data_dir=tfds_dir, n_train=8), seed=3)
   big = data.load(make_cfg(data_dir=tfds_dir, n_train=64), seed=3)
-  np.testing.assert_array_equal(small.heldout_index, big.heldout_index)
+  np.testing.assert_array_equal(small.select_index, big.select_index)
+  np.testing.assert_array_equal(small.test_index, big.test_index)
   np.testing.assert_array_equal(small.train_index, big.train_index[:8])
 
 
-def test_heldout_shrinks_then_errors(tfds_dir):
-  ds = data.load(make_cfg(data_dir=tfds_dir, n_train=1790, n_heldout=256), seed=0)
-  assert len(ds.heldout_x) == 7
-  assert not set(ds.train_index) & set(ds.heldout_index)
-  for n_train in (1797, 2000):
-    with pytest.raises(ValueError, match=rf"n_train={n_train} leaves none of the .*1797"):
+def test_select_and_test_shrink_then_error(tfds_dir):
+  ds = data.load(make_cfg(data_dir=tfds_dir, n_train=1787, n_select=20, n_test=30), seed=0)
+  assert (len(ds.select_x), len(ds.test_x)) == (4, 6)  # 10 left, shared 20:30
+  assert not set(ds.train_index) & (set(ds.select_index) | set(ds.test_index))
+  for n_train in (1796, 2000):
+    with pytest.raises(ValueError, match=rf"n_train={n_train} leaves too few of the 1797"):
       data.load(make_cfg(data_dir=tfds_dir, n_train=n_train), seed=0)
-  for n_train in (10, 12):  # the same rule for sources of any size
-    with pytest.raises(ValueError, match=r"config\.data\.n_train=.*at most 9"):
-      data.split_indices(0, size=10, n_train=n_train, n_heldout=5)
+  for n_train in (9, 12):  # the same rule for sources of any size
+    with pytest.raises(ValueError, match=r"config\.data\.n_train=.*at most 8"):
+      data.split_indices(0, size=10, n_train=n_train, n_select=5, n_test=5)
+  train, select, test = data.split_indices(0, size=10, n_train=8, n_select=5, n_test=5)
+  assert (len(train), len(select), len(test)) == (8, 1, 1)
 
 
 # ---------------------------------------------------------------- gmm
@@ -152,7 +163,7 @@ def test_load_gmm(tmp_path):
   gmm = dict(k=4, scale=2.0, cov_scale=0.5, cov_diag=None, size=500, data_seed=1)
   cfg = make_cfg("gmm", str(tmp_path), image_size=2, channels=3, gmm=gmm)
   ds = data.load(cfg, seed=0)
-  assert ds.train_x.shape == (32, 2, 2, 3) and ds.heldout_x.shape == (64, 2, 2, 3)
+  assert ds.train_x.shape == (32, 2, 2, 3) and ds.test_x.shape == (40, 2, 2, 3)
   assert ds.train_y is None and ds.num_classes == 0
   info = ds.info
   assert info["value_range"] is None and info["size"] == 500
@@ -202,14 +213,14 @@ def test_npz_round_trip(tmp_path):
   labels = np.arange(100) % 4
   path = tmp_path / "d.npz"
   np.savez(path, images=images, labels=labels)
-  ds = data.load(make_cfg(f"npz:{path}", n_train=10, n_heldout=20), seed=0)
+  ds = data.load(make_cfg(f"npz:{path}", n_train=10, n_select=10, n_test=10), seed=0)
   assert ds.train_x.shape == (10, 8, 8, 1) and ds.num_classes == 4
   np.testing.assert_array_equal(ds.train_x[..., 0], to_model(images[ds.train_index]))
-  np.testing.assert_array_equal(ds.heldout_y, labels[ds.heldout_index])
-  resized = data.load(make_cfg(f"npz:{path}", n_train=10, n_heldout=20, image_size=4), 0)
+  np.testing.assert_array_equal(ds.test_y, labels[ds.test_index])
+  resized = data.load(make_cfg(f"npz:{path}", n_train=10, n_select=10, n_test=10, image_size=4), 0)
   assert resized.train_x.shape == (10, 4, 4, 1)
   np.savez(path, images=images[..., None].repeat(3, -1))
-  rgb = data.load(make_cfg(f"npz:{path}", n_train=10, n_heldout=20), seed=0)
+  rgb = data.load(make_cfg(f"npz:{path}", n_train=10, n_select=10, n_test=10), seed=0)
   assert rgb.train_x.shape == (10, 8, 8, 3) and rgb.train_y is None and rgb.num_classes == 0
 
 
@@ -229,7 +240,7 @@ def test_npz_errors(tmp_path, phrase):
   path = tmp_path / "bad.npz"
   np.savez(path, **BAD_NPZ[phrase])
   with pytest.raises(ValueError, match=phrase) as e:
-    data.load(make_cfg(f"npz:{path}", n_train=1, n_heldout=1), seed=0)
+    data.load(make_cfg(f"npz:{path}", n_train=1, n_select=1, n_test=1), seed=0)
   assert str(path) in str(e.value)
 
 
@@ -250,10 +261,10 @@ def test_folder_flat(tmp_path):
   for i in range(6):
     _write_png(tmp_path / f"img{i}.PNG", value=40 * i)
   (tmp_path / "notes.txt").write_text("not an image")
-  ds = data.load(make_cfg(f"folder:{tmp_path}", n_train=4, n_heldout=2, image_size=5), 0)
-  assert ds.train_x.shape == (4, 5, 5, 3) and ds.heldout_x.shape == (2, 5, 5, 3)
+  ds = data.load(make_cfg(f"folder:{tmp_path}", n_train=4, n_select=1, n_test=1, image_size=5), 0)
+  assert ds.train_x.shape == (4, 5, 5, 3) and ds.test_x.shape == (1, 5, 5, 3)
   assert ds.train_y is None and ds.num_classes == 0 and ds.info["size"] == 6
-  everything = np.concatenate([ds.train_x, ds.heldout_x])
+  everything = np.concatenate([ds.train_x, ds.select_x, ds.test_x])
   assert everything.min() == -1 and everything.max() == 1  # blue 0, green 255 - 0
 
 
@@ -261,7 +272,7 @@ def test_folder_classes_grayscale(tmp_path):
   for cls, value in (("cat", 0), ("dog", 255)):
     for i in range(3):
       _write_png(tmp_path / cls / f"{i}.jpg", mode="L", value=value)
-  ds = data.load(make_cfg(f"folder:{tmp_path}", n_train=4, n_heldout=2), seed=0)
+  ds = data.load(make_cfg(f"folder:{tmp_path}", n_train=4, n_select=1, n_test=1), seed=0)
   assert ds.train_x.shape == (4, 8, 8, 1) and ds.num_classes == 2
   assert ds.info["class_names"] == ["cat", "dog"]
   # label 0 (cat) images are black, label 1 (dog) white.
@@ -276,7 +287,7 @@ def test_folder_errors(tmp_path):
   _write_png(tmp_path / "good.png")
   (tmp_path / "broken.png").write_bytes(b"not a png")
   with pytest.raises(ValueError, match="broken.png"):
-    data.load(make_cfg(f"folder:{tmp_path}", n_train=1, n_heldout=1), seed=0)
+    data.load(make_cfg(f"folder:{tmp_path}", n_train=1, n_select=1, n_test=1), seed=0)
 
 
 # ---------------------------------------------------------------- other TFDS datasets
@@ -309,7 +320,7 @@ class DitJaxTestImages(tfds.core.GeneratorBasedBuilder):
 
 def test_prepared_tfds_dataset(tmp_path):
   DitJaxTestImages(data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
-  cfg = make_cfg("dit_jax_test_images", str(tmp_path), n_train=8, n_heldout=4, image_size=3)
+  cfg = make_cfg("dit_jax_test_images", str(tmp_path), n_train=8, n_select=2, n_test=2, image_size=3)
   ds = data.load(cfg, seed=0)
   assert ds.train_x.shape == (8, 3, 3, 3) and ds.num_classes == 5
   # Storage order differs from generation order: the pixel value tells the example id.
@@ -343,10 +354,11 @@ def test_unprepared_tfds_dataset_never_downloads(tmp_path, monkeypatch):
     (dict(n_train=0), "config.data.n_train must be a positive integer, got 0"),
     (dict(n_train=-3), "config.data.n_train must be a positive integer"),
     (dict(n_train=2.5), "config.data.n_train must be a positive integer"),
-    (dict(n_heldout=0), "config.data.n_heldout"),
+    (dict(n_select=0), "config.data.n_select"),
+    (dict(n_test=0), "config.data.n_test"),
     (dict(image_size=0), "config.data.image_size"),
     (dict(image_size=16), "digits is 8x8"),
-    (dict(n_train=1797), "config.data.n_train=1797 leaves none of the 1797 digits"),
+    (dict(n_train=1797), "config.data.n_train=1797 leaves too few of the 1797 digits"),
     (dict(name=""), "config.data.name must be a non-empty string"),
     (dict(name="npz:"), "lacks a path"),
     (dict(name="gmm", gmm=dict(k=0)), "config.data.gmm.k"),
@@ -362,6 +374,7 @@ def test_check_config_rejects(overrides, phrase):
     data.check_config(cfg)
 
 
-def test_check_config_defaults_for_missing_fields():
-  data.check_config(ml_collections.ConfigDict(dict(name="gmm", n_train=4, image_size=2)))
+def test_check_config_accepts_the_base_config():
+  from dit_jax import configlib
+  data.check_config(configlib.base_config().data)
   data.check_config(make_cfg())

@@ -22,7 +22,7 @@ def gmm_dataset(n=64, k=4, d=16, held=64, seed=0, cov=None):
   side = int(np.sqrt(d))
   info = {"gmm": {"means": means.tolist(), "cov_diag": cov.tolist(), "weights": [1 / k] * k}}
   return types.SimpleNamespace(train_x=draw(n).reshape(n, side, side, 1),
-                               heldout_x=draw(held).reshape(held, side, side, 1), info=info)
+                               select_x=draw(held).reshape(held, side, side, 1), info=info)
 
 
 def brute_denoiser(x, a, s, pts):

@@ -61,7 +61,7 @@ def test_a_head_that_is_never_used_is_least_important():
   p["blocks"][1]["out_w"] = p["blocks"][1]["out_w"].at[2].set(0.0)
   data = type("D", (), {})()
   data.train_x = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (16, 8, 8, 1)))
-  data.heldout_x = np.asarray(jax.random.normal(jax.random.PRNGKey(1), (16, 8, 8, 1)))
+  data.select_x = np.asarray(jax.random.normal(jax.random.PRNGKey(1), (16, 8, 8, 1)))
   pcfg = ml_collections.ConfigDict(dict(batches=2, batch_size=8))
   for method in ("head_grad", "magnitude", "contrast"):
     heads, _ = pruning.importance(method, setup, p, data, pcfg, seed=0)
@@ -87,15 +87,26 @@ def test_prune_inside_training_and_resume_across_it(tmp_path, data_dir, capsys):
           "prune.ratio": 0.25, "prune.batches": 2, "prune.batch_size": 8}
   straight = str(tmp_path / "straight")
   # the main job's path in miniature: evaluate before the prune and at the end
-  evals = {"prune.eval_before": True, "eval.at_end": True, "eval.num": 16}
+  evals = {"prune.eval_before": True, "eval.at_end": True, "eval.num": 16,
+           "prune.control": True, "eval.at_steps": (10, 15)}
   run = train.train_and_evaluate(tiny(data_dir, **over, **evals), straight)
   ev = json.load(open(os.path.join(straight, "eval.json")))
   assert ev["before_prune"]["step"] == 10 and ev["step"] == 20
   assert ev["prune"]["num_params"] == ev["num_params"] < ev["before_prune"]["num_params"]
-  assert "| before prune |" in open(os.path.join(straight, "report", "prune_summary.md")).read()
+  # evaluated right after the prune (the pruned model), during and at the end of fine-tuning
+  assert sorted(ev["by_step"], key=int) == ["10", "15", "20"]
+  assert ev["by_step"]["10"]["num_params"] == ev["num_params"]
+  # the control: the unpruned model from the same step, fine-tuned the same 10 steps
+  control = json.load(open(os.path.join(straight, "control", "eval.json")))
+  assert control["step"] == 20 and control["num_params"] == ev["before_prune"]["num_params"]
+  assert ev["control"]["mem_ratio"] == control["mem_ratio"]
+  assert control["prune"]["heads"] == control["prune"]["heads_before"]
+  summary_md = open(os.path.join(straight, "report", "prune_summary.md")).read()
+  assert "| before prune |" in summary_md and "| control: unpruned" in summary_md
   cli.print_summary(run)
   printed = capsys.readouterr().out
   assert "before prune: step 10" in printed and "after prune:  step 20" in printed
+  assert "control:      step 20" in printed
   assert run.setup.arch.heads != (4, 4) and sum(run.setup.arch.heads) == 6
   # half of 2 x 256 units, each block rounded up to a multiple of 8
   assert sum(run.setup.arch.mlp) <= 256 + 2 * 7 and run.setup.arch.mlp[0] % 8 == 0
@@ -168,3 +179,58 @@ def test_ema_restarts_at_the_prune():
   assert decay(11) == pytest.approx(d)
   config.prune.ema_restart, config.prune.at_step = True, -1
   assert decay(11) == pytest.approx(d)
+
+
+def test_choosing_never_reads_the_test_split(data_dir):
+  """Importance and the capacity search read train and select only: the same
+  choices when every test image is replaced by noise."""
+  import dataclasses
+  from dit_jax import data as data_lib, sharding
+  config = configlib.finalize(tiny(data_dir, **{
+      "prune.batches": 2, "prune.batch_size": 8, "prune.capacity_steps": 2,
+      "prune.capacity_ratios": (0.25, 0.5), "prune.capacity_probe": 16}))
+  dataset = data_lib.load(config.data, config.seed)
+  noisy = dataclasses.replace(dataset, test_x=np.random.default_rng(0).normal(
+      size=dataset.test_x.shape).astype(np.float32))
+  _, setup, state = setup_and_state()
+  setup = state_lib.make_setup(config, setup.arch)
+  mesh = sharding.make_mesh()
+  for method in ("head_grad", "contrast"):
+    a = pruning.importance(method, setup, state["params"], dataset, config.prune, 0)
+    b = pruning.importance(method, setup, state["params"], noisy, config.prune, 0)
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+  scores = pruning.importance("contrast", setup, state["params"], dataset, config.prune, 0)
+  run = lambda ds: pruning.capacity_search(config, setup, state, ds, mesh, 0, scores)
+  (ratio_a, path_a), (ratio_b, path_b) = run(dataset), run(noisy)
+  assert ratio_a == ratio_b and path_a == path_b
+
+
+def test_per_example_mask_gradients_match_one_example_at_a_time():
+  _, setup, state = setup_and_state()
+  x = jax.random.normal(jax.random.PRNGKey(3), (4, 8, 8, 1))
+  t = jnp.array([5, 100, 400, 900])
+  noise = jax.random.normal(jax.random.PRNGKey(4), x.shape)
+  heads, mlp = pruning.example_mask_grads(setup, state["params"], x, t, noise)
+  assert heads[0].shape == (4, 4) and mlp[1].shape == (4, 64)
+  from dit_jax import diffusion
+  for i in range(4):
+    def loss(masks):
+      eps = lambda xt, tt: dit.apply(setup.graphdef, state["params"], xt,
+                                     setup.sched.net_time(tt), head_masks=masks[0],
+                                     mlp_masks=masks[1])
+      return diffusion.per_example_loss(eps, setup.sched, x[i:i + 1], t[i:i + 1],
+                                        noise[i:i + 1]).sum()
+    one = jax.grad(loss)(([jnp.ones(4)] * 2, [jnp.ones(64)] * 2))
+    for got, want in zip(heads + mlp, one[0] + one[1]):
+      np.testing.assert_allclose(got[i], want, rtol=1e-3, atol=1e-5)  # float32 sums
+
+
+def test_specific_prunes_a_unit_that_serves_one_training_image_first():
+  # a unit whose importance on one training image is far outside its spread over
+  # select images is the first to go, even though its mean importance is not lowest
+  rng = np.random.default_rng(0)
+  select = rng.uniform(1.0, 2.0, (64, 3))
+  train = rng.uniform(1.0, 2.0, (16, 3))
+  train[5, 1] = 50.0  # unit 1 stands out on training image 5
+  spec = pruning._specificity(train, select)
+  assert np.argmax(spec) == 1 and spec[1] > 5 * max(spec[0], spec[2])

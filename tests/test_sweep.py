@@ -1,30 +1,77 @@
-"""Sweeps from a config file: one base run per seed, resumable points, sweep.csv."""
-import csv
+"""Sweeps from a config file: equal budgets, shared base runs, resumable points, intervals."""
+import json
 import os
 
-from dit_jax import sweep
+import numpy as np
+import pytest
+
+from dit_jax import stats, sweep, writers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SWEEP = os.path.join(ROOT, "configs", "sweeps", "prune_ratio.py")
 
 
-def test_sweep_runs_points_once_and_writes_csv(tmp_path, data_dir):
+def test_sweep_compares_methods_at_equal_budget_and_resumes(tmp_path, data_dir):
   w = str(tmp_path / "sweep")
-  spec = f"{SWEEP}:runlocal,methods=original+head_grad"
-  rows, summary = sweep.run_sweep(spec, w, {"data.data_dir": data_dir})
-  assert [r["method"] for r in rows] == ["original", "head_grad"]
-  assert sorted(os.listdir(w)) == sorted(["base-s0", "original-s0", "head_grad-s0",
-                                          "sweep.csv", "sweep_summary.md", "sweep.png"])
-  with open(os.path.join(w, "sweep.csv")) as f:
-    table = list(csv.DictReader(f))
-  assert len(table) == 2 and all(0 <= float(r["mem_ratio"]) <= 1 for r in table)
-  orig, pruned = table[0], table[1]
-  assert int(pruned["num_params"]) < int(orig["num_params"])
-  assert float(pruned["ratio"]) == 0.2
-  assert "| head_grad | 1 |" in summary
+  spec = f"{SWEEP}:runlocal,budgets=h20m50,methods=random+head_grad+contrast"
+  rows, step_rows, summary = sweep.run_sweep(spec, w, {"data.data_dir": data_dir})
+  assert [(r["method"], r["budget"]) for r in rows] == [
+      ("base", "base"), ("original", "none"), ("random", "h20m50"), ("head_grad", "h20m50"),
+      ("contrast", "h20m50"), ("scratch", "h20m50")]
+  table = sweep.read_csv(os.path.join(w, "sweep.csv"))
+  assert [r["name"] for r in table] == [r["name"] for r in rows]
+  at_budget = [r for r in table if r["budget"] == "h20m50"]
+  # the same number of units removed by every method: identical sizes and FLOPs
+  assert len({r["num_params"] for r in at_budget}) == 1
+  assert len({r["flops_per_image"] for r in at_budget}) == 1
+  assert at_budget[0]["num_params"] < table[1]["num_params"]
+  # the from-scratch row trains contrast's pruned shape from step 0
+  contrast, scratch = at_budget[2], at_budget[3]
+  assert scratch["heads"] == contrast["heads"] and scratch["mlp"] == contrast["mlp"]
+  assert writers.read_metrics(os.path.join(w, "scratch@h20m50-s0"))[0]["step"] == 5  # from 0
+  # durability: every point evaluated after 5 and 10 fine-tuning steps
+  steps = sweep.read_csv(os.path.join(w, "sweep_steps.csv"))
+  assert {r["ft_steps"] for r in steps if r["method"] != "base"} == {5, 10}
+  assert all(0 <= r["mem_ratio"] <= 1 for r in steps)
+  for point in rows:
+    ev = json.load(open(os.path.join(w, point["name"], "eval.json")))
+    assert {k: v["size"] for k, v in ev["splits"].items()} == {"train": 32, "select": 32,
+                                                               "test": 32}
+  assert "### 10 fine-tuning steps" in summary and "| h20m50 | contrast | 1 |" in summary
 
   # a second call reads the finished points instead of training them again
-  stamp = os.path.getmtime(os.path.join(w, "head_grad-s0", "eval.json"))
-  again, _ = sweep.run_sweep(spec, w, {"data.data_dir": data_dir})
-  assert os.path.getmtime(os.path.join(w, "head_grad-s0", "eval.json")) == stamp
+  stamp = os.path.getmtime(os.path.join(w, "contrast@h20m50-s0", "eval.json"))
+  again, _, _ = sweep.run_sweep(spec, w, {"data.data_dir": data_dir})
+  assert os.path.getmtime(os.path.join(w, "contrast@h20m50-s0", "eval.json")) == stamp
   assert [r["mem_ratio"] for r in again] == [r["mem_ratio"] for r in rows]
+
+
+def test_paired_intervals_and_verdicts():
+  # per seed, a is lower than b by 0.1 +- 0.01: the paired interval excludes zero even
+  # though the seeds spread far more than the difference
+  base = {0: 0.2, 1: 0.5, 2: 0.8, 3: 0.35, 4: 0.6}
+  noise = [0.01, -0.005, 0.0, 0.008, -0.012]
+  a = {s: v - 0.1 + e for (s, v), e in zip(base.items(), noise)}
+  mean, half, n = stats.paired(a, base)
+  assert n == 5 and mean == pytest.approx(-0.1 + np.mean(noise))
+  assert half == pytest.approx(2.776 * np.std(noise, ddof=1) / np.sqrt(5), rel=1e-3)
+  assert stats.verdict(mean, half) == "lower (better)"
+  assert stats.verdict(mean, half, lower_is_better=False) == "lower (worse)"
+  unpaired_mean, unpaired_half, _ = stats.t_interval(a.values())
+  assert unpaired_half > 0.1  # the spread of seeds alone would hide it
+  assert stats.verdict(0.02, 0.05) == "within noise"
+  assert stats.paired({0: 1.0, 1: 2.0}, {1: 1.5, 2: 0.0})[2] == 1  # only shared seeds
+
+
+def test_comparisons_pair_by_seed_within_a_budget():
+  rows = []
+  for seed in range(3):
+    for method, budget, mem in (("original", "none", 0.5), ("random", "b", 0.3),
+                                ("contrast", "b", 0.2), ("random", "c", 0.1)):
+      rows.append(dict(method=method, budget=budget, seed=seed, ft_steps=500,
+                       mem_ratio=mem + 0.01 * seed, fd=10.0))
+  recs = {(r["budget"], r["method"]): r for r in sweep.comparisons(rows, 500)}
+  assert recs[("b", "contrast")]["mem_ratio-random"][0] == pytest.approx(-0.1)
+  assert recs[("b", "contrast")]["mem_ratio-control"][0] == pytest.approx(-0.3)
+  assert "mem_ratio-random" not in recs[("b", "random")]
+  assert recs[("c", "random")]["mem_ratio-control"][0] == pytest.approx(-0.4)

@@ -126,3 +126,21 @@ def test_class_conditional_training_and_guided_sampling(tmp_path, data_dir):
   out = str(tmp_path / "s.png")
   assert state_lib.sample_to_png(w, out, num=4, steps=3, guidance=2.0) == 10
   assert os.path.getsize(out) > 0
+
+
+@pytest.mark.parametrize("field, value", [("seed", 1), ("data.name", "gmm"),
+                                          ("data.n_train", 16)])
+def test_resume_refuses_a_changed_run_before_compiling(tmp_path, data_dir, monkeypatch,
+                                                       field, value):
+  w = tmp_path / "w"
+  train.train_and_evaluate(tiny(data_dir, **{"train.steps": 10}), str(w))
+  before = {p: p.stat().st_mtime_ns for p in w.rglob("*")}
+  built = steps.jit_train_step
+  monkeypatch.setattr(steps, "jit_train_step",
+                      lambda *a: pytest.fail("compiled a step for a refused run"))
+  with pytest.raises(ValueError, match=rf"config\.{field.replace('.', '[.]')}: .* now"):
+    train.train_and_evaluate(tiny(data_dir, **{"train.steps": 20, field: value}), str(w))
+  assert {p: p.stat().st_mtime_ns for p in w.rglob("*")} == before
+  monkeypatch.setattr(steps, "jit_train_step", built)
+  run = train.train_and_evaluate(tiny(data_dir, **{"train.steps": 20}), str(w))
+  assert int(run.state["step"]) == 20  # the original config resumes

@@ -1,12 +1,20 @@
-"""The Table-1 comparison: prune methods x seeds from one base run per seed.
+"""Pruning methods compared at equal budgets, over seeds, with durability.
 
-Each seed trains one base model to `at` steps (shared by every point of that
-seed); each point prunes it (or not: "original") and fine-tunes `ft` steps on
-the same training set, then samples and measures memorization and quality.
+Per seed: a base run (its own training subset) to step `at`, evaluated at
+`base_evals` for the tracker-vs-memorization comparison; then every point
+starts from a copy of its step-`at` checkpoint, prunes (or not: the control,
+"original", whose prune event removes nothing), fine-tunes `ft` steps on the
+same training images, and is evaluated at each of `evals` fine-tuning steps.
+At each budget every method removes exactly the same number of heads and MLP
+units; "scratch" trains the pruned shape (contrast's, per seed) from step 0
+for the same at + ft steps.
+
   python scripts/sweep.py --config configs/sweeps/prune_ratio.py:data=digits --workdir runs/sweep_digits
-  python scripts/sweep.py --config configs/sweeps/prune_ratio.py:data=gmm,seeds=3 --workdir W
-Arguments (all optional): data, n, seeds, at, ft, num, methods (joined by +), ratios
-(joined by +), ema_restart (0 keeps the sliced EMA's decay through fine-tuning).
+  python scripts/sweep.py --config configs/sweeps/prune_ratio.py:data=gmm --workdir runs/sweep_gmm
+  python scripts/sweep.py --config configs/sweeps/prune_ratio.py:runlocal --workdir /tmp/sw
+Arguments (all optional, `+` joins lists): data, n, seeds, seed0 (first seed), at, ft,
+evals, base_evals, num (samples per evaluation), budgets, methods, scratch (budgets
+that get a from-scratch row), ema_restart (0 keeps the sliced EMA's decay).
 """
 import os
 
@@ -14,22 +22,32 @@ from dit_jax import configlib
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
-# name -> config.prune overrides. "original" is the control: the same prune event
-# removing nothing, so it gets the same fine-tuning and the same EMA restart
+# budget -> (fraction of heads, fraction of MLP units); "cap": the capacity search's choice
+BUDGETS = {"h20": (0.2, 0.0),  # the paper's budget: 20% of the heads
+           "h20m50": (0.2, 0.5),  # and half of the MLP units
+           "cap": None}
+# method -> config.prune overrides
 METHODS = {
-    "original": dict(method="random", ratio=0.0, mlp_ratio=0.0),
-    "head_grad": dict(method="head_grad", ratio=0.2, mlp_ratio=0.0),  # the paper
-    "random": dict(method="random", ratio=0.2, mlp_ratio=0.0),  # the paper's baseline
-    "contrast_heads": dict(method="contrast", ratio=0.2, mlp_ratio=0.0),  # the paper's budget
-    "contrast_mlp25": dict(method="contrast", ratio=0.2, mlp_ratio=0.25),
-    "contrast": dict(method="contrast", ratio=0.2, mlp_ratio=0.5),
-    "capacity": dict(method="contrast", target="capacity"),
+    "random": dict(method="random"),  # the paper's baseline
+    "magnitude": dict(method="magnitude"),
+    "head_grad": dict(method="head_grad"),  # the paper's Algorithm 2
+    "contrast": dict(method="contrast"),  # ours: select-split vs training-set importance
+    "contrast_smallt": dict(method="contrast", t_beta=(0.5, 5.0)),  # mean t/T 0.09
+    "specific": dict(method="specific"),  # ours: per-image outliers against the select split
+    "select_taylor": dict(method="select_taylor"),  # ours: signed held-out Taylor
 }
+SHAPE_OF = {"cap": "capacity"}  # whose pruned shape "scratch" trains; default contrast
 
 
 def _arg(arg):
-  return configlib.parse_arg(arg, data="digits", n=32, seeds=3, at=4000, ft=500, num=512,
-                             methods="+".join(METHODS), ratios="0.2", ema_restart=1)
+  return configlib.parse_arg(
+      arg, data="digits", n=32, seeds=5, seed0=0, at=4000, ft=2000, evals="250+500+1000+2000",
+      base_evals="1000+2000+3000+4000", num=1000, budgets="h20+h20m50+cap",
+      methods="random+magnitude+head_grad+contrast", scratch="h20m50", ema_restart=1)
+
+
+def _ints(text):
+  return [int(v) for v in text.split("+") if v]
 
 
 def get_config(arg=None):
@@ -38,34 +56,68 @@ def get_config(arg=None):
   name = {"digits": "default.py", "gmm": "gmm.py"}[a.data]
   base_arg = "runlocal" if a.runlocal else f"n={a.n}"
   config = configlib.load_config_file(os.path.join(_HERE, "..", name)).get_config(base_arg)
-  if not a.runlocal:
-    config.prune.at_step, config.prune.finetune_steps = a.at, a.ft
-    config.eval.num = a.num
-    config.sample.every = 0
-  else:
-    config.prune.at_step, config.prune.finetune_steps = 10, 5
+  config.prune.at_step, config.prune.finetune_steps = -1, 0  # set per point
+  config.eval.num = a.num
+  config.sample.every = 0
+  if a.runlocal:
     config.prune.batches, config.prune.batch_size = 2, 8
     config.prune.capacity_steps, config.prune.capacity_ratios = 2, (0.25, 0.5)
     config.eval.num = 16
-  config.prune.eval_before = False
-  config.prune.ema_restart = bool(a.ema_restart)  # ema_restart=0: the stale-EMA protocol
+  config.prune.eval_before = False  # the base run's evaluation at `at` is the "before"
+  config.prune.ema_restart = bool(a.ema_restart)
   config.eval.at_end = True  # every point ends with its eval.json
   return config
 
 
 def get_sweep(arg=None):
-  """A list of points: a name and dotted config overrides."""
+  """Points in the order they run: per seed the base, the control, then each budget."""
   a = _arg(arg)
-  seeds = range(1 if a.runlocal else a.seeds)
-  methods = a.methods.split("+")  # e.g. methods=original+head_grad
+  if a.runlocal:
+    a.seeds, a.at, a.ft, a.evals, a.base_evals = 1, 10, 10, "5+10", "5+10"
+  at, ft = a.at, a.ft
+  evals = [at + e for e in _ints(a.evals) if e <= ft]
+  if at + ft not in evals:
+    evals.append(at + ft)
+  budgets = [b for b in a.budgets.split("+") if b]
+  methods = [m for m in a.methods.split("+") if m]
+  for b in budgets:
+    if b not in BUDGETS:
+      raise ValueError(f"sweep budget {b!r} unknown; use {sorted(BUDGETS)}.")
+  for m in methods:
+    if m not in METHODS:
+      raise ValueError(f"sweep method {m!r} unknown; use {sorted(METHODS)}.")
   points = []
-  ratios = [float(r) for r in a.ratios.split("+")]  # e.g. ratios=0.2+0.4 (heads)
-  for seed in seeds:
-    for m in methods:
-      for r in ratios if METHODS[m].get("ratio") else [None]:  # not the 0% control
-        over = {"seed": seed, **{f"prune.{k}": v for k, v in METHODS[m].items()}}
-        name = m
-        if r is not None and len(ratios) > 1:
-          over["prune.ratio"], name = r, f"{m}@{r:g}"
-        points.append({"name": f"{name}-s{seed}", "method": name, "overrides": over})
+  for seed in range(a.seed0, a.seed0 + a.seeds):
+    base = f"base-s{seed}"
+    points.append(dict(name=base, method="base", budget="base", at=at, overrides={
+        "seed": seed, "train.steps": at,
+        "eval.at_steps": tuple(s for s in _ints(a.base_evals) if s < at)}))
+    finetune = {"seed": seed, "prune.at_step": at, "train.steps": at + ft,
+                "eval.at_steps": tuple(evals)}
+
+    def pruned(name, method, budget, prune, needs=None):
+      over = dict(finetune, **{f"prune.{k}": v for k, v in prune.items()})
+      points.append(dict(name=f"{name}-s{seed}", method=method, budget=budget, at=at,
+                         start_from=(base, at), overrides=over, needs=needs or {}))
+
+    pruned("original", "original", "none", dict(method="random", ratio=0.0, mlp_ratio=0.0))
+    for b in budgets:
+      if BUDGETS[b] is None:  # the capacity search chooses the cut; the others follow it
+        cap = f"capacity@{b}-s{seed}"
+        pruned(f"capacity@{b}", "capacity", b, dict(method="contrast", target="capacity"))
+        needs = {"prune.ratio": (cap, "prune.ratio"), "prune.mlp_ratio": (cap, "prune.mlp_ratio")}
+        fixed = {}
+      else:
+        needs, fixed = {}, dict(ratio=BUDGETS[b][0], mlp_ratio=BUDGETS[b][1])
+      for m in methods:
+        if BUDGETS[b] is None and m == "contrast":
+          continue  # the capacity point is contrast at its own width
+        pruned(f"{m}@{b}", m, b, dict(METHODS[m], **fixed), needs)
+      if b in a.scratch.split("+"):
+        shape = f"{SHAPE_OF.get(b, 'contrast')}@{b}-s{seed}"
+        points.append(dict(
+            name=f"scratch@{b}-s{seed}", method="scratch", budget=b, at=at,
+            overrides={"seed": seed, "train.steps": at + ft, "eval.at_steps": tuple(evals)},
+            needs={"model.heads": (shape, "prune.heads"), "model.mlp": (shape, "prune.mlp"),
+                   "model.head_dim": (shape, "prune.head_dim")}))
   return points

@@ -77,11 +77,16 @@ def arch_from_config(model_cfg, image_size, channels, num_classes):
   if len(heads) != depth:
     raise ValueError(f"config.model.heads has {len(heads)} entries but depth is "
                      f"{depth}; give one head count per block or a single int.")
-  base_heads = max(heads)
-  if hidden % base_heads:
-    raise ValueError(f"config.model.hidden={hidden} is not divisible by "
-                     f"config.model.heads={base_heads}; pick a hidden size that "
-                     "is a multiple of the head count.")
+  head_dim = model_cfg.get("head_dim") or 0
+  if isinstance(head_dim, bool) or not isinstance(head_dim, int) or head_dim < 0:
+    raise ValueError(f"config.model.head_dim must be an integer >= 0 (0: hidden // "
+                     f"max(heads)), got {head_dim!r}.")
+  if not head_dim:
+    if hidden % max(heads):
+      raise ValueError(f"config.model.hidden={hidden} is not divisible by "
+                       f"config.model.heads={max(heads)}; pick a hidden size that "
+                       "is a multiple of the head count, or set config.model.head_dim.")
+    head_dim = hidden // max(heads)
   mlp = model_cfg.get("mlp") or int(hidden * model_cfg.get("mlp_ratio", 4.0))
   mlp = tuple(mlp) if isinstance(mlp, (tuple, list)) else (int(mlp),) * depth
   if len(mlp) != depth:
@@ -94,7 +99,7 @@ def arch_from_config(model_cfg, image_size, channels, num_classes):
   if dtype not in ("float32", "bfloat16", "float16"):
     raise ValueError(f"config.model.dtype={dtype!r}: use float32 or bfloat16.")
   return Arch(image_size=image_size, channels=channels, patch=patch,
-              hidden=hidden, head_dim=hidden // base_heads, heads=heads,
+              hidden=hidden, head_dim=head_dim, heads=heads,
               mlp=mlp, num_classes=num_classes, dtype=dtype)
 
 
@@ -191,6 +196,11 @@ def _fence_if_needed(x_BTD):
   return _cotangent_fence(x_BTD) if fence_cotangents() else x_BTD
 
 
+def _per_example(mask):
+  """A unit mask as (B or 1, units): one mask for the batch, or one per example."""
+  return mask if mask.ndim == 2 else mask[None]
+
+
 class Block(nnx.Module):
   """adaLN-Zero transformer block; `heads` and `mlp` are this block's own widths."""
 
@@ -222,8 +232,8 @@ class Block(nnx.Module):
                  + self.qkv_b[...].astype(dt))
     q, k, v = (qkv_BT3HK[:, :, i] for i in range(3))
     o_BTHK = jax.nn.dot_product_attention(q, k, v)
-    if head_mask is not None:  # importance probes: d loss / d mask per head
-      o_BTHK = o_BTHK * head_mask.astype(dt)[None, None, :, None]
+    if head_mask is not None:  # importance probes: d loss / d mask, (H,) or per example (B, H)
+      o_BTHK = o_BTHK * _per_example(head_mask.astype(dt))[:, None, :, None]
     attn = jnp.einsum("bthk,hkd->btd", o_BTHK, self.out_w[...].astype(dt))
     x_BTD = x_BTD + g1[:, None] * (attn + self.out_b[...].astype(dt))
 
@@ -232,7 +242,7 @@ class Block(nnx.Module):
     u_BTM = jax.nn.gelu(h @ self.fc1_w[...].astype(dt) + self.fc1_b[...].astype(dt),
                         approximate=True)
     if mlp_mask is not None:
-      u_BTM = u_BTM * mlp_mask.astype(dt)
+      u_BTM = u_BTM * _per_example(mlp_mask.astype(dt))[:, None, :]
     m = u_BTM @ self.fc2_w[...].astype(dt) + self.fc2_b[...].astype(dt)
     return x_BTD + g2[:, None] * m
 
