@@ -16,6 +16,7 @@ import numpy as np
 SCHEDULES = ("vp", "ddpm_linear", "ddpm_cosine")
 WEIGHTINGS = ("eps", "score")
 SAMPLERS = ("ddpm", "ddim", "heun")
+BETA_MAX = 0.999  # the cosine schedule's clip (Nichol & Dhariwal 2021)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,21 +30,30 @@ class Schedule:
   def discrete(self):
     return self.kind != "vp"
 
-  def _alpha_bar(self):
+  def _betas(self):
     n = self.num_steps
     if self.kind == "ddpm_linear":
-      betas = np.linspace(1e-4, 0.02, n, dtype=np.float64)
-      return np.cumprod(1.0 - betas)
+      return np.linspace(1e-4, 0.02, n, dtype=np.float64)
     # cosine schedule of Nichol & Dhariwal, betas clipped at 0.999
     f = lambda i: np.cos((i / n + 0.008) / 1.008 * np.pi / 2) ** 2
-    betas = np.clip(1.0 - f(np.arange(1, n + 1)) / f(np.arange(n)), 0.0, 0.999)
-    return np.cumprod(1.0 - betas)
+    return np.clip(1.0 - f(np.arange(1, n + 1)) / f(np.arange(n)), 0.0, BETA_MAX)
+
+  def tables(self):
+    """(a, s) of every discrete time, float64.
+
+    Computed in float64 before any cast: in float32, s = sqrt(1 - alpha_bar)
+    cancels at small t (8e-5 relative error at t = 0 of ddpm_linear, against
+    6e-8 for a correctly rounded float32).
+    """
+    log_ab = np.cumsum(np.log1p(-self._betas()))
+    return np.exp(0.5 * log_ab), np.sqrt(-np.expm1(log_ab))
 
   def alpha_sigma(self, t):
     """(a_t, s_t) for times t (float for vp, integer indices for ddpm)."""
     if self.discrete:
-      ab = jnp.asarray(self._alpha_bar(), jnp.float32)[jnp.asarray(t).astype(jnp.int32)]
-      return jnp.sqrt(ab), jnp.sqrt(1.0 - ab)
+      a, s = (jnp.asarray(x, jnp.float32) for x in self.tables())
+      i = jnp.asarray(t).astype(jnp.int32)
+      return a[i], s[i]
     t = jnp.asarray(t, jnp.float32)
     return jnp.exp(-t / 2), jnp.sqrt(-jnp.expm1(-t))
 
@@ -63,9 +73,16 @@ class Schedule:
     return self.from_unit(jax.random.uniform(key, shape))
 
   def grid(self, steps):
-    """Decreasing sampling times, `steps` of them, from the noisiest to the cleanest."""
+    """Decreasing sampling times, `steps` of them, from the noisiest to the cleanest.
+
+    A discrete grid starts at the last time whose beta was not clipped: the
+    cosine schedule's final beta is clipped to 0.999, which leaves a_T = 4.9e-5,
+    and a first DDIM step from there to a = 0.031 multiplies the error of the
+    predicted noise by 632; from the time before it, by 21.
+    """
     if self.discrete:
-      return np.round(np.linspace(self.num_steps - 1, 0, steps)).astype(np.int32)
+      first = int(np.nonzero(self._betas() < BETA_MAX)[0][-1])
+      return np.round(np.linspace(first, 0, steps)).astype(np.int32)
     # uniform in log(s/a) spends the steps where the signal appears
     lo, hi = (math.log(math.sqrt(math.expm1(t))) for t in (self.t0, self.t_max))
     lam = np.linspace(hi, lo, steps)

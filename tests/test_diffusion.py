@@ -91,3 +91,23 @@ def test_unknown_sampler():
   with pytest.raises(ValueError, match="sampler"):
     diffusion.sample(lambda x, t: x, SCHEDS[0], jax.random.PRNGKey(0), (1, 2, 2, 1),
                      method="euler")
+
+
+def test_ddpm_tables_are_float64_before_the_cast():
+  for kind in ("ddpm_linear", "ddpm_cosine"):
+    sched = diffusion.Schedule(kind)
+    a64, s64 = sched.tables()
+    np.testing.assert_allclose(a64 ** 2 + s64 ** 2, 1.0, rtol=1e-12)
+    a, s = sched.alpha_sigma(jnp.arange(1000))
+    # within float32 rounding everywhere, small t included (the float32 form was 8e-5 off)
+    np.testing.assert_allclose(np.asarray(s), s64, rtol=2e-7)
+    np.testing.assert_allclose(np.asarray(a), a64, rtol=2e-7)
+
+
+def test_ddim_grid_skips_the_clipped_cosine_step():
+  cosine = diffusion.Schedule("ddpm_cosine")
+  a, _ = cosine.tables()
+  grid = cosine.grid(50)
+  assert grid[0] == 998 and grid[-1] == 0
+  assert a[grid[1]] / a[grid[0]] < 25  # was 632 from t = 999, where beta is clipped
+  assert diffusion.Schedule("ddpm_linear").grid(50)[0] == 999  # nothing clipped there
