@@ -13,8 +13,10 @@ for the same at + ft steps.
   python scripts/sweep.py --config configs/sweeps/prune_ratio.py:data=gmm --workdir runs/sweep_gmm
   python scripts/sweep.py --config configs/sweeps/prune_ratio.py:runlocal --workdir /tmp/sw
 Arguments (all optional, `+` joins lists): data, n, seeds, seed0 (first seed), at, ft,
-evals, base_evals, num (samples per evaluation), budgets, methods, scratch (budgets
-that get a from-scratch row), ema_restart (0 keeps the sliced EMA's decay).
+evals (fine-tuning steps to evaluate at), base_evals, num (samples per evaluation),
+budgets, methods, scratch (budgets that get a from-scratch row), short (budgets
+whose points fine-tune only short_ft steps), ema_restart (0 keeps the sliced EMA's
+decay).
 """
 import os
 
@@ -43,7 +45,8 @@ def _arg(arg):
   return configlib.parse_arg(
       arg, data="digits", n=32, seeds=5, seed0=0, at=4000, ft=2000, evals="250+500+1000+2000",
       base_evals="1000+2000+3000+4000", num=1000, budgets="h20+h20m50+cap",
-      methods="random+magnitude+head_grad+contrast", scratch="h20m50", ema_restart=1)
+      methods="random+magnitude+head_grad+contrast", scratch="h20m50", short="",
+      short_ft=500, ema_restart=1)
 
 
 def _ints(text):
@@ -74,10 +77,11 @@ def get_sweep(arg=None):
   a = _arg(arg)
   if a.runlocal:
     a.seeds, a.at, a.ft, a.evals, a.base_evals = 1, 10, 10, "5+10", "5+10"
-  at, ft = a.at, a.ft
-  evals = [at + e for e in _ints(a.evals) if e <= ft]
-  if at + ft not in evals:
-    evals.append(at + ft)
+  at = a.at
+
+  def evals(ft):  # the evaluated steps of a point that fine-tunes ft steps
+    steps = [at + e for e in _ints(a.evals) if e <= ft]
+    return tuple(steps + [at + ft] * (at + ft not in steps))
   budgets = [b for b in a.budgets.split("+") if b]
   methods = [m for m in a.methods.split("+") if m]
   for b in budgets:
@@ -92,11 +96,11 @@ def get_sweep(arg=None):
     points.append(dict(name=base, method="base", budget="base", at=at, overrides={
         "seed": seed, "train.steps": at,
         "eval.at_steps": tuple(s for s in _ints(a.base_evals) if s < at)}))
-    finetune = {"seed": seed, "prune.at_step": at, "train.steps": at + ft,
-                "eval.at_steps": tuple(evals)}
 
     def pruned(name, method, budget, prune, needs=None):
-      over = dict(finetune, **{f"prune.{k}": v for k, v in prune.items()})
+      ft = a.short_ft if budget in a.short.split("+") else a.ft
+      over = {"seed": seed, "prune.at_step": at, "train.steps": at + ft,
+              "eval.at_steps": evals(ft), **{f"prune.{k}": v for k, v in prune.items()}}
       points.append(dict(name=f"{name}-s{seed}", method=method, budget=budget, at=at,
                          start_from=(base, at), overrides=over, needs=needs or {}))
 
@@ -117,7 +121,7 @@ def get_sweep(arg=None):
         shape = f"{SHAPE_OF.get(b, 'contrast')}@{b}-s{seed}"
         points.append(dict(
             name=f"scratch@{b}-s{seed}", method="scratch", budget=b, at=at,
-            overrides={"seed": seed, "train.steps": at + ft, "eval.at_steps": tuple(evals)},
+            overrides={"seed": seed, "train.steps": at + a.ft, "eval.at_steps": evals(a.ft)},
             needs={"model.heads": (shape, "prune.heads"), "model.mlp": (shape, "prune.mlp"),
                    "model.head_dim": (shape, "prune.head_dim")}))
   return points
