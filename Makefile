@@ -6,10 +6,12 @@ export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.jax_cache
 
 .PHONY: run test bench clean
 
-$(VENV)/.installed: setup.py
+# constraints.txt pins every package to the versions the tests last passed with, so a
+# fresh machine gets the same; setup.py keeps the compatible ranges for other installs
+$(VENV)/.installed: setup.py constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	touch $@
 
 run: $(VENV)/.installed

@@ -22,6 +22,7 @@ setup(
         "tqdm>=4.66,<5",
         "matplotlib>=3.8,<4",
         "scikit-learn>=1.4,<2",
+        "scipy>=1.11,<2",
         "pillow>=10,<14",
     ],
     extras_require={"test": ["pytest>=8,<10", "hypothesis>=6.100,<7"]},

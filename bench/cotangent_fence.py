@@ -20,7 +20,7 @@ import jax
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.prune_speed import paired, steps_per_call, train_runner  # noqa: E402
 from configs import default  # noqa: E402
-from dit_jax import configlib, sharding  # noqa: E402
+from dit_jax import config_check, configlib, sharding  # noqa: E402
 from dit_jax.models import dit  # noqa: E402
 
 
@@ -30,25 +30,20 @@ def main():
   ap.add_argument("--reps", type=int, default=7,
                   help="timed repeats (each max(5, 2048 // batch) training steps)")
   args = ap.parse_args()
-  config = configlib.finalize(default.get_config())
+  config = config_check.finalize(default.get_config())
   mesh = sharding.make_mesh()
   arch = dit.arch_from_config(config.model, config.data.image_size, config.data.channels, 0)
-  enabled = dit.fence_cotangents
-  try:
-    for b in [int(s) for s in args.batches.split(",")]:
-      dit.fence_cotangents = lambda: False  # read while tracing, so only this runner
-      (plain, f_plain) = train_runner(config, arch, mesh, b)
-      dit.fence_cotangents = lambda: True
-      (fenced, f_fenced) = train_runner(config, arch, mesh, b)
-      t_plain, t_fenced = (t / steps_per_call(b) for t in paired(plain, fenced, args.reps))
-      print(json.dumps({
-          "bench": "cotangent_fence", "device": jax.devices()[0].device_kind,
-          "batch": b, "train_step_s_unfenced": round(t_plain, 5),
-          "train_step_s_fenced": round(t_fenced, 5), "speedup": round(t_plain / t_fenced, 4),
-          "extra_flops": round(f_fenced / f_plain - 1, 4),
-          "fenced_by_default": enabled()}), flush=True)
-  finally:
-    dit.fence_cotangents = enabled
+  with_fence = lambda setting: configlib.with_overrides(config, {"model.fence": setting})
+  for b in [int(s) for s in args.batches.split(",")]:
+    (plain, f_plain) = train_runner(with_fence("off"), arch, mesh, b)
+    (fenced, f_fenced) = train_runner(with_fence("on"), arch, mesh, b)
+    t_plain, t_fenced = (t / steps_per_call(b) for t in paired(plain, fenced, args.reps))
+    print(json.dumps({
+        "bench": "cotangent_fence", "device": jax.devices()[0].device_kind,
+        "batch": b, "train_step_s_unfenced": round(t_plain, 5),
+        "train_step_s_fenced": round(t_fenced, 5), "speedup": round(t_plain / t_fenced, 4),
+        "extra_flops": round(f_fenced / f_plain - 1, 4),
+        "fenced_by_default": dit.resolve_fence("auto")}), flush=True)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import default  # noqa: E402
-from dit_jax import configlib, pruning, sharding, state as state_lib, steps  # noqa: E402
+from dit_jax import config_check, pruning, sampling, sharding, state as state_lib, train_step  # noqa: E402
 from dit_jax.models import dit  # noqa: E402
 
 SETTINGS = [(0.25, 0.0), (0.25, 0.5), (0.5, 0.5), (0.5, 0.75)]  # (head ratio, MLP ratio)
@@ -59,8 +59,8 @@ def train_runner(config, arch, mesh, batch):
   """(a function running steps_per_call(batch) jitted train steps, XLA FLOPs of one)."""
   setup = state_lib.make_setup(config, arch)
   state = state_lib.init_state(setup, jax.random.PRNGKey(0))
-  sh = sharding.state_shardings(jax.eval_shape(lambda: state), mesh)
-  step_fn = steps.jit_train_step(setup, config, sh, mesh)
+  sh = sharding.shardings_of(state, mesh)
+  step_fn = train_step.jit_train_step(setup, config, sh, mesh)
   x = np.random.default_rng(0).normal(size=(batch, arch.image_size, arch.image_size,
                                             arch.channels)).astype(np.float32)
   b = sharding.put_batch({"x": x}, mesh)
@@ -80,7 +80,7 @@ def sample_runner(config, arch, num=256):
   params = state_lib.init_state(setup, jax.random.PRNGKey(0))["ema"]
   scfg = config.sample.copy_and_resolve_references()
   scfg.steps = 20
-  sampler = state_lib.make_sampler(setup, scfg, num, (-1.0, 1.0))
+  sampler = sampling.make_sampler(setup, scfg, num, (-1.0, 1.0))
   return lambda: sampler(params, jax.random.PRNGKey(1))
 
 
@@ -93,7 +93,7 @@ def main():
                   help="timed repeats (each max(5, 2048 // batch) training steps)")
   args = ap.parse_args()
   batches = [int(b) for b in args.batches.split(",")]
-  config = configlib.finalize(default.get_config())
+  config = config_check.finalize(default.get_config())
   mesh = sharding.make_mesh()
   base = dit.arch_from_config(config.model, config.data.image_size, config.data.channels, 0)
   base_train = {b: train_runner(config, base, mesh, b) for b in batches}

@@ -15,7 +15,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import default  # noqa: E402
-from dit_jax import configlib, data, memorization, sharding, state as state_lib, steps  # noqa: E402
+from dit_jax import config_check, data, memorization, sharding, state as state_lib, train_step  # noqa: E402
 from dit_jax.models import dit  # noqa: E402
 
 
@@ -30,15 +30,15 @@ def timed(fn, reps):
 
 
 def main():
-  config = configlib.finalize(default.get_config())
+  config = config_check.finalize(default.get_config())
   dataset = data.load(config.data, config.seed)
   arch = dit.arch_from_config(config.model, 8, 1, 0)
   setup = state_lib.make_setup(config, arch)
   mesh = sharding.make_mesh()
   state = state_lib.init_state(setup, jax.random.PRNGKey(0))
-  sh = sharding.state_shardings(jax.eval_shape(lambda: state), mesh)
-  step_fn = steps.jit_train_step(setup, config, sh, mesh)
-  batch = sharding.put_batch(steps.get_batch(dataset, 0, 0, config.train.batch_size), mesh)
+  sh = sharding.shardings_of(state, mesh)
+  step_fn = train_step.jit_train_step(setup, config, sh, mesh)
+  batch = sharding.put_batch(train_step.get_batch(dataset, 0, 0, config.train.batch_size), mesh)
   holder = {"s": jax.device_put(state, sh)}
 
   def one_step():

@@ -49,7 +49,7 @@ class Checkpointer:
             max_to_keep=keep, create=True, cleanup_tmp_directories=cleanup,
             enable_async_checkpointing=async_save))
     self._write_failed = False
-    _quiet_abandoned_io()
+    _quiet_abandoned_io(True)  # until close()
 
   def latest_step(self):
     return self.manager.latest_step()
@@ -129,6 +129,7 @@ class Checkpointer:
         raise
     finally:
       self.manager.close()
+      _quiet_abandoned_io(False)
 
   @contextlib.contextmanager
   def _write_errors(self):
@@ -184,20 +185,34 @@ def _write_error(directory, error, steps):
       "again to resume from the newest.")
 
 
-def _quiet_abandoned_io():
-  """When one array of a save or restore fails, orbax abandons the others' coroutines,
-  which print thousands of lines of 'Event loop is closed' and hide the real error."""
-  previous = sys.unraisablehook
-  if getattr(previous, "dit_jax_quiet", False):
-    return
+_quiet_users = 0  # open Checkpointers; the filter is installed while there are any
+_previous_hook = None
 
-  def hook(unraisable):
-    exc, code = unraisable.exc_value, getattr(unraisable.object, "cr_code", None)
-    if not ((isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed") or
-            (code is not None and "orbax" in code.co_filename)):
-      previous(unraisable)
-  hook.dit_jax_quiet = True
-  sys.unraisablehook = hook
+
+def _quiet_hook(unraisable):
+  exc, code = unraisable.exc_value, getattr(unraisable.object, "cr_code", None)
+  if not ((isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed") or
+          (code is not None and "orbax" in code.co_filename)):
+    _previous_hook(unraisable)
+
+
+def _quiet_abandoned_io(on):
+  """When one array of a save or restore fails, orbax abandons the others' coroutines,
+  which print thousands of lines of 'Event loop is closed' and hide the real error.
+
+  Filters those out of sys.unraisablehook while any Checkpointer is open, handing
+  everything else to the hook that was there, which comes back when the last one
+  closes (unless something replaced ours meanwhile: then it is left alone).
+  """
+  global _quiet_users, _previous_hook  # pylint: disable=global-statement
+  if on:
+    if _quiet_users == 0:
+      _previous_hook, sys.unraisablehook = sys.unraisablehook, _quiet_hook
+    _quiet_users += 1
+    return
+  _quiet_users -= 1
+  if _quiet_users == 0 and sys.unraisablehook is _quiet_hook:
+    sys.unraisablehook = _previous_hook
 
 
 def _bits(x):
@@ -246,9 +261,3 @@ def _verify(state, meta, path):
     raise DamagedCheckpointError(
         f"{path}: {len(bad)} array(s) differ from their checksums at save time, "
         f"e.g. {bad[0]}")
-
-
-def abstract_with_shardings(abstract_state, shardings):
-  return jax.tree.map(
-      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-      abstract_state, shardings)

@@ -5,11 +5,15 @@ import os
 import sys
 
 import jax
-import numpy as np
 from absl import logging as absl_logging
 
+from dit_jax import checkpointing
 from dit_jax import evaluate
+from dit_jax import train_step
+from dit_jax import workdir as workdir_lib
+from dit_jax import workdir_lock
 from dit_jax import writers
+from dit_jax.configlib import ConfigError
 
 
 def setup():
@@ -23,12 +27,18 @@ def setup():
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
+# errors the project raises about the user's input or machine, each with its fix in the
+# message; anything else (a bug, JAX's own errors) keeps its traceback
+USER_ERRORS = (ConfigError, workdir_lock.WorkdirError, checkpointing.CheckpointWriteError,
+               checkpointing.DamagedCheckpointError, train_step.NonFiniteLossError)
+
+
 @contextlib.contextmanager
 def friendly_errors():
   """Bad input ends the program with its message, not a traceback."""
   try:
     yield
-  except (ValueError, FileNotFoundError, FloatingPointError) as e:
+  except USER_ERRORS as e:
     logging.debug("error", exc_info=True)
     sys.exit(f"error: {e}")
 
@@ -50,15 +60,13 @@ def print_summary(run):
   if run.pruned:
     p = run.pruned
     at = p["step"]
-    speed = lambda rs: np.median(rs) if rs else float("nan")
-    before = speed([r["train/steps_per_sec"] for r in rows
-                    if "train/steps_per_sec" in r and r["step"] <= at])
-    after = speed([r["train/steps_per_sec"] for r in rows
-                   if "train/steps_per_sec" in r and r["step"] > at + run.config.log_every])
+    before = writers.median_steps_per_sec(rows, last=at)
+    after = writers.median_steps_per_sec(rows, first=at + run.config.log_every)
     print(f"  pruned at step {at} ({p['method']}): heads {p['heads_before']} -> {p['heads']}, "
           f"mlp {p['mlp_before']} -> {p['mlp']}")
     print(f"  params {p['num_params_before']} -> {p['num_params']}, FLOPs/image "
           f"{p['flops_before']} -> {p['flops']}, train steps/s {before:.1f} -> {after:.1f}")
-  for name in ("config.json", "metrics.jsonl", "checkpoints", "samples", "eval.json", "report"):
-    if os.path.exists(os.path.join(run.workdir, name)):
+  for name in (workdir_lib.CONFIG, workdir_lib.METRICS, workdir_lib.CHECKPOINTS,
+               workdir_lib.SAMPLES, workdir_lib.EVAL, workdir_lib.REPORT, workdir_lib.CONTROL):
+    if os.path.exists(workdir_lib.path(run.workdir, name)):
       print(f"  {name}")

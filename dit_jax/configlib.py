@@ -1,14 +1,31 @@
-"""Config helpers: string arguments of get_config, the shared base config, checks."""
+"""The config layer: the base config, config-file arguments, overrides, field checks.
+
+It imports nothing but ml_collections, so loading a config file is cheap; the
+modules that own a section check it (data, diffusion, models.dit, pruning) and
+dit_jax.config_check calls them.
+"""
 import importlib.util
-import math
 import os
 
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-from dit_jax import data as data_lib
-from dit_jax import diffusion
-from dit_jax.models import dit
+
+class ConfigError(ValueError):
+  """Bad input from the user: a config field, a dataset, a workdir. The message
+  names the field and the fix; the command-line tools print it without a traceback."""
+
+
+def check_int(value, field, low=1):
+  """config.<field> must be an integer >= low (bools are not integers here)."""
+  if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    kind = "a positive integer" if low == 1 else f"an integer >= {low}"
+    raise ConfigError(f"config.{field} must be {kind}, got {value!r}.")
+
+
+def check_choice(value, field, choices):
+  if value not in choices:
+    raise ConfigError(f"config.{field}={value!r}: use one of {tuple(choices)}.")
 
 
 def parse_arg(arg, **defaults):
@@ -20,7 +37,7 @@ def parse_arg(arg, **defaults):
   for item in filter(None, (arg or "").split(",")):
     key, eq, value = item.partition("=")
     if key not in out:
-      raise ValueError(f"config argument {key!r} unknown; known: {sorted(out)}")
+      raise ConfigError(f"config argument {key!r} unknown; known: {sorted(out)}")
     if not eq:
       out[key] = True
     elif isinstance(out[key], bool):
@@ -36,6 +53,13 @@ def load_config_file(path, arg=None):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
+
+
+def get_field(config, field):
+  """config.a.b for field "a.b"; None where a part is missing."""
+  for part in field.split("."):
+    config = config.get(part) if config is not None else None
+  return config
 
 
 def with_overrides(config, overrides):
@@ -73,6 +97,7 @@ def base_config():
   c.data.gmm.scale = 2.0  # mu_k ~ N(0, scale^2 I)
   c.data.gmm.cov_scale = 1.0  # Sigma = cov_scale^2 I unless cov_diag is given
   c.data.gmm.cov_diag = placeholder(tuple)  # the d variances of a diagonal Sigma
+  c.data.gmm.weights = ()  # the K component weights (summing to 1); (): uniform
   c.data.gmm.size = 20000  # samples drawn once into the dataset
   c.data.gmm.data_seed = 0  # seed of the means and the samples
 
@@ -86,6 +111,7 @@ def base_config():
   c.model.mlp_ratio = 4.0  # MLP width / hidden when mlp is not given
   c.model.dtype = "float32"  # compute dtype (float32 | bfloat16); parameters stay float32
   c.model.class_dropout = 0.1  # label dropout for classifier-free guidance
+  c.model.fence = "auto"  # CPU cotangent fence (dit._cotangent_fence): auto (CPU only) | on | off
 
   c.diffusion = ml_collections.ConfigDict()
   c.diffusion.schedule = "ddpm_linear"  # ddpm_linear | ddpm_cosine | vp (the paper's OU)
@@ -135,7 +161,7 @@ def base_config():
 
   c.prune = ml_collections.ConfigDict()
   c.prune.at_step = -1  # step to prune at; < 0: no pruning
-  c.prune.finetune_steps = 0  # > 0: train.steps = at_step + finetune_steps
+  c.prune.finetune_steps = 0  # fine-tuning steps the run must reach: train.steps >= at_step + this
   c.prune.method = "head_grad"  # importance: head_grad | magnitude | random | contrast
   c.prune.target = "ratio"  # ratio (cut ratio / mlp_ratio) | capacity (search the cut)
   c.prune.ratio = 0.2  # fraction of all attention heads removed
@@ -158,127 +184,6 @@ def base_config():
   return c
 
 
-def _positive_int(value, field):
-  if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-    raise ValueError(f"config.{field} must be a positive integer, got {value!r}.")
-
-
-# integer fields validate() checks beyond the positive ones, and the least value of each
-_LEAST = (("seed", 0), ("train.warmup_steps", 0), ("model.hidden", 0), ("model.depth", 0),
-          ("diffusion.num_steps", 2), ("sample.every", 0), ("sample.num", 0),
-          ("sample.steps", 1), ("memo.every", 0))
-# float fields: the test each must pass, and what it asks for
-_RANGES = (("train.weight_decay", lambda v: v >= 0, ">= 0"),
-           ("train.grad_clip", lambda v: v >= 0, ">= 0 (0: no clipping)"),
-           ("train.b1", lambda v: 0 <= v < 1, "in [0, 1)"),
-           ("train.b2", lambda v: 0 <= v < 1, "in [0, 1)"),
-           ("model.mlp_ratio", lambda v: v > 0, "> 0"),
-           ("model.class_dropout", lambda v: 0 <= v <= 1, "in [0, 1]"))
-
-
-def get_field(config, field):
-  """config.a.b for field "a.b"; None where a part is missing."""
-  for part in field.split("."):
-    config = config.get(part) if config is not None else None
-  return config
-
-
-def _check_finite(node, name="config"):
-  """NaN or inf anywhere (a typo'd override) is named before it reaches a computation."""
-  if isinstance(node, float) and not math.isfinite(node):
-    raise ValueError(f"{name} must be a finite number, got {node!r}.")
-  items = (node.items() if isinstance(node, dict) else
-           enumerate(node) if isinstance(node, (tuple, list)) else ())
-  for key, value in items:
-    _check_finite(value, f"{name}.{key}" if isinstance(node, dict) else f"{name}[{key}]")
-
-
-def _check_raw(config):
-  """What finalize() computes with: NaN, inf or an absurd depth fail by name, not deep inside."""
-  _check_finite(config.to_dict())
-  depth = config.model.get("depth", 0)
-  if isinstance(depth, bool) or not isinstance(depth, int) or not 0 <= depth <= 1024:
-    raise ValueError(f"config.model.depth must be an integer in [0, 1024] (0: the "
-                     f"variant's), got {depth!r}.")
-
-
-def _check_ranges(config):
-  """What the fields named in _LEAST, _RANGES and config.model's per-block lists allow."""
-  _check_finite(config.to_dict())
-  for field, least in _LEAST:
-    value = get_field(config, field)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                              or value < least):
-      raise ValueError(f"config.{field} must be an integer >= {least}, got {value!r}.")
-  for field, ok, wanted in _RANGES:
-    value = get_field(config, field)
-    if value is not None and (isinstance(value, bool) or not ok(value)):
-      raise ValueError(f"config.{field} must be {wanted}, got {value!r}.")
-  for field in ("heads", "mlp"):  # spelled out per block by finalize()
-    values = config.model.get(field) or ()
-    if any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in values):
-      raise ValueError(f"config.model.{field} entries must be positive integers, "
-                       f"got {values!r}.")
-
-
-def validate(config, num_devices=1):
-  """Raises ValueError naming the field and the fix; cheap, runs before any compile."""
-  _positive_int(config.train.steps, "train.steps")
-  _positive_int(config.train.batch_size, "train.batch_size")
-  if config.train.batch_size % num_devices:
-    raise ValueError(
-        f"config.train.batch_size={config.train.batch_size} is not divisible by the "
-        f"{num_devices} devices of the mesh; use a multiple of {num_devices}.")
-  if not config.train.lr > 0:
-    raise ValueError(f"config.train.lr must be > 0, got {config.train.lr!r}.")
-  if config.train.lr_schedule not in ("constant", "cosine"):
-    raise ValueError(f"config.train.lr_schedule={config.train.lr_schedule!r}: "
-                     "use 'constant' or 'cosine'.")
-  if not 0 <= config.train.ema_decay < 1:
-    raise ValueError(f"config.train.ema_decay must be in [0, 1), got {config.train.ema_decay!r}.")
-  for field in ("log_every", "checkpoint.every", "checkpoint.keep"):
-    _positive_int(config[field] if "." not in field else
-                  config[field.split(".")[0]][field.split(".")[1]], field)
-  _check_ranges(config)
-  if config.sample.method not in diffusion.SAMPLERS:
-    raise ValueError(f"config.sample.method={config.sample.method!r}: use one of "
-                     f"{diffusion.SAMPLERS}.")
-  _check_prune(config.prune, config.train.steps)
-  try:
-    data_lib.check_config(config.data)
-  except ValueError as e:  # e.g. TFDS's own name parsing, which does not name the field
-    if "config.data" in str(e):
-      raise
-    raise ValueError(f"config.data does not work ({str(e).splitlines()[0]}); check "
-                     f"config.data.name={config.data.name!r} and its settings.") from e
-  diffusion.schedule_from_config(config.diffusion)
-  # the architecture checks (divisibility, per-block lists) before any data loads
-  dit.arch_from_config(config.model, config.data.image_size, config.data.channels, 0)
-
-
-def finalize(config):
-  """A copy with per-block widths spelled out: config.model.heads/mlp become tuples."""
-  config = ml_collections.ConfigDict(config.to_dict())
-  _check_raw(config)
-  hidden, depth, heads, _ = dit.parse_variant(config.model.variant)
-  m = config.model
-  m.hidden = m.hidden or hidden
-  m.depth = m.depth or (len(m.heads) if m.heads else depth)
-  if not m.heads:
-    m.heads = (heads,) * m.depth
-  elif isinstance(m.heads, int):
-    m.heads = (m.heads,) * m.depth
-  if not m.mlp:
-    m.mlp = (int(m.hidden * m.mlp_ratio),) * m.depth
-  elif isinstance(m.mlp, int):
-    m.mlp = (m.mlp,) * m.depth
-  m.heads, m.mlp = tuple(m.heads), tuple(m.mlp)
-  p = config.prune
-  if p.at_step >= 0 and p.finetune_steps > 0:
-    config.train.steps = p.at_step + p.finetune_steps
-  return config
-
-
 def make_runlocal(config):
   """The seconds-long test mode every config shares: a 2-block, 64-wide model."""
   config.data.n_select, config.data.n_test = 32, 32
@@ -298,24 +203,3 @@ def make_runlocal(config):
   return config
 
 
-def _check_prune(p, steps):
-  from dit_jax import pruning  # here, not at the top: pruning -> state -> configlib
-  if p.at_step < 0:
-    return
-  if p.at_step > steps:
-    raise ValueError(f"config.prune.at_step={p.at_step} is after the last step {steps}; "
-                     "raise config.train.steps, or set config.prune.at_step=-1 to train "
-                     "without pruning.")
-  if p.method not in pruning.METHODS:
-    raise ValueError(f"config.prune.method={p.method!r}: use one of {pruning.METHODS}.")
-  if p.target not in ("ratio", "capacity"):
-    raise ValueError(f"config.prune.target={p.target!r}: use 'ratio' or 'capacity'.")
-  for field in ("ratio", "mlp_ratio"):
-    if not 0 <= p[field] < 1:
-      raise ValueError(f"config.prune.{field}={p[field]!r} must be in [0, 1).")
-  if len(p.t_beta) != 2 or not all(b > 0 for b in p.t_beta):
-    raise ValueError(f"config.prune.t_beta={p.t_beta!r} must be two positive numbers (a, b).")
-  for field in ("batches", "batch_size", "min_heads", "mlp_multiple", "capacity_steps",
-                "specific_draws", "specific_select",
-                "capacity_probe"):
-    _positive_int(p[field], f"prune.{field}")

@@ -29,6 +29,7 @@ from absl import logging
 from PIL import Image
 
 from dit_jax import datasets
+from dit_jax.configlib import ConfigError, check_int
 
 BUILTIN_NAMES = ("digits", "gmm", "npz:PATH", "folder:PATH")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -74,20 +75,17 @@ _Source = collections.namedtuple("_Source", "size read num_classes info")
 
 
 def _positive_int(value, field, low=1):
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-    kind = "a positive integer" if low == 1 else f"an integer >= {low}"
-    raise ValueError(f"config.data.{field} must be {kind}, got {value!r}.")
+  check_int(value, f"data.{field}", low)
 
 
 def _unknown_name(name):
-  return ValueError(
+  return ConfigError(
       f"config.data.name={name!r} is not a known dataset: use one of the built-in "
       f"names {', '.join(BUILTIN_NAMES)}, or the name of a TFDS dataset.")
 
 
 def _data_dir(cfg):
-  data_dir = cfg.get("data_dir")
-  return os.path.expanduser(data_dir) if data_dir else None
+  return os.path.expanduser(cfg.data_dir) if cfg.data_dir else None
 
 
 def _tfds_known(name, data_dir):
@@ -100,54 +98,50 @@ def _tfds_known(name, data_dir):
 
 
 def _check_gmm(cfg):
-  g = cfg.get("gmm") or {}
-  size = g.get("size", 20000)
-  _positive_int(g.get("k", 8), "gmm.k")
-  _positive_int(cfg.get("channels", 1), "channels")
-  _positive_int(size, "gmm.size")
-  for field, default in (("scale", 2.0), ("cov_scale", 1.0)):
-    value = g.get(field, default)
+  g = cfg.gmm
+  _positive_int(g.k, "gmm.k")
+  _positive_int(g.size, "gmm.size")
+  for field in ("scale", "cov_scale"):
+    value = g[field]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-      raise ValueError(f"config.data.gmm.{field} must be a number > 0, got {value!r}.")
-  _positive_int(g.get("data_seed", 0), "gmm.data_seed", low=0)
-  if size < cfg.n_train + 2:
-    raise ValueError(f"config.data.gmm.size={size} must exceed config.data.n_train="
-                     f"{cfg.n_train} by 2 or more so that select and test splits remain; "
-                     "raise gmm.size.")
-  _gmm_builder_config(cfg)  # validates cov_diag against d
+      raise ConfigError(f"config.data.gmm.{field} must be a number > 0, got {value!r}.")
+  _positive_int(g.data_seed, "gmm.data_seed", low=0)
+  if g.size < cfg.n_train + 2:
+    raise ConfigError(f"config.data.gmm.size={g.size} must exceed config.data.n_train="
+                      f"{cfg.n_train} by 2 or more so that select and test splits remain; "
+                      "raise gmm.size.")
+  _gmm_builder_config(cfg)  # validates cov_diag against d and the weights against k
 
 
 def _gmm_builder_config(cfg):
-  g = cfg.get("gmm") or {}
+  g = cfg.gmm
   return datasets.gmm_config(
-      k=g.get("k", 8), shape=(cfg.image_size, cfg.image_size, cfg.get("channels", 1)),
-      scale=g.get("scale", 2.0), cov_scale=g.get("cov_scale", 1.0),
-      cov_diag=g.get("cov_diag"), size=g.get("size", 20000), data_seed=g.get("data_seed", 0))
+      k=g.k, shape=(cfg.image_size, cfg.image_size, cfg.channels), scale=g.scale,
+      cov_scale=g.cov_scale, cov_diag=g.cov_diag, weights=g.weights or None, size=g.size,
+      data_seed=g.data_seed)
 
 
 def check_config(cfg):
-  """Cheap validation of config.data before any loading; ValueError names the field."""
-  name = cfg.get("name")
+  """Cheap validation of config.data before any loading; ConfigError names the field."""
+  name = cfg.name
   if not isinstance(name, str) or not name.strip():
-    raise ValueError(f"config.data.name must be a non-empty string such as 'digits', "
-                     f"got {name!r}.")
-  _positive_int(cfg.get("n_train"), "n_train")
-  _positive_int(cfg.get("n_select"), "n_select")
-  _positive_int(cfg.get("n_test"), "n_test")
-  _positive_int(cfg.get("image_size"), "image_size")
-  data_dir = cfg.get("data_dir")
-  if data_dir is not None and not isinstance(data_dir, str):
-    raise ValueError(f"config.data.data_dir must be a path string or None, got {data_dir!r}.")
+    raise ConfigError(f"config.data.name must be a non-empty string such as 'digits', "
+                      f"got {name!r}.")
+  for field in ("n_train", "n_select", "n_test", "image_size", "channels"):
+    _positive_int(cfg[field], field)
+  if cfg.data_dir is not None and not isinstance(cfg.data_dir, str):
+    raise ConfigError(f"config.data.data_dir must be a path string or None, got "
+                      f"{cfg.data_dir!r}.")
   kind, colon, path = name.partition(":")
   if colon and kind in ("npz", "folder"):
     if not path:
-      raise ValueError(f"config.data.name={name!r} lacks a path; write '{kind}:PATH'.")
+      raise ConfigError(f"config.data.name={name!r} lacks a path; write '{kind}:PATH'.")
   elif name == "digits":
     if cfg.image_size != 8:
-      raise ValueError(f"config.data.image_size={cfg.image_size}, but digits is 8x8; "
-                       "set image_size=8.")
+      raise ConfigError(f"config.data.image_size={cfg.image_size}, but digits is 8x8; "
+                        "set image_size=8.")
     if cfg.n_train > datasets.digits.SIZE - 2:
-      raise ValueError(f"config.data.n_train={cfg.n_train} leaves too few of the "
+      raise ConfigError(f"config.data.n_train={cfg.n_train} leaves too few of the "
                        f"{datasets.digits.SIZE} digits for the select and test splits; "
                        f"use at most {datasets.digits.SIZE - 2}.")
   elif name == "gmm":
@@ -166,7 +160,7 @@ def split_indices(seed, size, n_train, n_select, n_test):
   """
   left = size - n_train
   if left < 2:
-    raise ValueError(f"config.data.n_train={n_train} leaves {max(left, 0)} of the dataset's "
+    raise ConfigError(f"config.data.n_train={n_train} leaves {max(left, 0)} of the dataset's "
                      f"{size} records for the select and test splits, which need one each; "
                      f"use a smaller n_train (at most {size - 2}).")
   want = n_select + n_test
@@ -193,7 +187,7 @@ def batch_indices(seed: int, step: int, n: int, batch_size: int) -> np.ndarray:
   The stream visits a fresh permutation of range(n) each epoch; a batch may span epochs.
   """
   if min(seed, step) < 0 or n < 1 or batch_size < 1:
-    raise ValueError(f"batch_indices needs seed, step >= 0 and n, batch_size >= 1; got "
+    raise ConfigError(f"batch_indices needs seed, step >= 0 and n, batch_size >= 1; got "
                      f"seed={seed}, step={step}, n={n}, batch_size={batch_size}.")
   epoch, offset = np.divmod(step * batch_size + np.arange(batch_size, dtype=np.int64), n)
   out = np.empty(batch_size, np.int64)
@@ -224,7 +218,7 @@ def prepare(name, data_dir=None, config=None):
   """Builds "digits", or "gmm" with config=datasets.gmm_config(...), once; -> builder."""
   classes = {"digits": datasets.Digits, "gmm": datasets.Gmm}
   if name not in classes:
-    raise ValueError(f"prepare() builds only {sorted(classes)}, got {name!r}.")
+    raise ConfigError(f"prepare() builds only {sorted(classes)}, got {name!r}.")
   builder = classes[name](config=config, data_dir=data_dir, file_format="array_record")
   if not builder.is_prepared():
     tfds.disable_progress_bar()
@@ -238,13 +232,13 @@ def _build_command(name, data_dir):
 
 
 def _prepared_builder(name, data_dir):
-  """The builder of a TFDS dataset, never downloading: unprepared -> ValueError."""
+  """The builder of a TFDS dataset, never downloading: unprepared -> ConfigError."""
   try:
     builder = tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError:
     raise _unknown_name(name) from None
   if not builder.is_prepared():  # else tfds.data_source would start download_and_prepare
-    raise ValueError(f"TFDS dataset {name!r} is not prepared in {builder.data_dir_root}. "
+    raise ConfigError(f"TFDS dataset {name!r} is not prepared in {builder.data_dir_root}. "
                      f"Prepare it once with: {_build_command(name, data_dir)}")
   return builder
 
@@ -253,7 +247,7 @@ def _data_source(builder, name, data_dir):
   try:
     return builder.as_data_source(split="train")
   except (NotImplementedError, ValueError, KeyError) as e:
-    raise ValueError(f"TFDS dataset {name!r} in {builder.data_dir} has no array_record "
+    raise ConfigError(f"TFDS dataset {name!r} in {builder.data_dir} has no array_record "
                      f"'train' split ({e}). Rebuild it into another data_dir (or delete "
                      f"it) with: {_build_command(name, data_dir)}") from e
 
@@ -266,7 +260,7 @@ def _tfds_image_source(builder, name, data_dir, image_size):
   """uint8 'image' (+ ClassLabel 'label') records, resized and scaled to [-1, 1]."""
   features = builder.info.features
   if "image" not in features:
-    raise ValueError(f"TFDS dataset {name!r} has no 'image' feature: {sorted(features)}.")
+    raise ConfigError(f"TFDS dataset {name!r} has no 'image' feature: {sorted(features)}.")
   labeled = "label" in features and isinstance(features["label"], tfds.features.ClassLabel)
   source = _data_source(builder, name, data_dir)
 
@@ -274,7 +268,7 @@ def _tfds_image_source(builder, name, data_dir, image_size):
     records = _read_records(source, ids)
     images = [np.asarray(r["image"]) for r in records]
     if images[0].dtype != np.uint8:
-      raise ValueError(f"TFDS dataset {name!r} stores {images[0].dtype} images; only "
+      raise ConfigError(f"TFDS dataset {name!r} stores {images[0].dtype} images; only "
                        "uint8 images are supported.")
     images = [im[..., None] if im.ndim == 2 else im for im in images]
     x = np.stack([_resize(im, image_size) for im in images])
@@ -292,7 +286,7 @@ def _gmm_source(cfg, data_dir):
   config = _gmm_builder_config(cfg)
   builder = prepare("gmm", data_dir, config)
   source = _data_source(builder, "gmm", data_dir)
-  conditional = bool(cfg.get("conditional", False))
+  conditional = bool(cfg.conditional)
 
   def read(ids):
     records = _read_records(source, ids)
@@ -307,7 +301,7 @@ def _gmm_source(cfg, data_dir):
 
 
 def _npz_error(path, problem, fix):
-  return ValueError(f"npz dataset {path}: {problem}. {fix}")
+  return ConfigError(f"npz dataset {path}: {problem}. {fix}")
 
 
 def _load_npz(path):
@@ -369,7 +363,7 @@ def _list_folder(path):
   PATH are then ignored); without them the folder is flat and unlabeled.
   """
   if not os.path.isdir(path):
-    raise ValueError(f"image folder {path} not found; check the path after 'folder:'.")
+    raise ConfigError(f"image folder {path} not found; check the path after 'folder:'.")
   classes = sorted(d for d in os.listdir(path) if not d.startswith(".") and
                    os.path.isdir(os.path.join(path, d)) and _image_files(os.path.join(path, d)))
   per_class = [_image_files(os.path.join(path, d)) for d in classes]
@@ -377,7 +371,7 @@ def _list_folder(path):
       os.path.join(path, f) for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTENSIONS))
   labels = np.repeat(np.arange(len(classes)), [len(fs) for fs in per_class]) if classes else None
   if not files:
-    raise ValueError(f"image folder {path} has no images ({', '.join(IMAGE_EXTENSIONS)}), "
+    raise ConfigError(f"image folder {path} has no images ({', '.join(IMAGE_EXTENSIONS)}), "
                      "neither directly nor in class subfolders.")
   return files, labels, classes
 
@@ -391,7 +385,7 @@ def _read_image(file, mode=None, size=None):
       im = im.convert(mode).resize((size, size), Image.Resampling.BILINEAR)
       return np.asarray(im).reshape(size, size, -1)
   except OSError as e:  # also truncated files, which fail only when decoded
-    raise ValueError(f"could not read image {file}: {e}. Remove or fix the file.") from e
+    raise ConfigError(f"could not read image {file}: {e}. Remove or fix the file.") from e
 
 
 def _folder_source(path, image_size):
@@ -429,7 +423,7 @@ def load(cfg, seed: int) -> Dataset:
   """
   check_config(cfg)
   if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-    raise ValueError(f"data seed must be an integer >= 0, got {seed!r}.")
+    raise ConfigError(f"data seed must be an integer >= 0, got {seed!r}.")
   source = _open(cfg)
   ids = split_indices(int(seed), source.size, cfg.n_train, cfg.n_select, cfg.n_test)
   (train_x, train_y), (select_x, select_y), (test_x, test_y) = map(source.read, ids)

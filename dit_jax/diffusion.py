@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dit_jax.configlib import ConfigError, check_choice, check_int
+
 SCHEDULES = ("vp", "ddpm_linear", "ddpm_cosine")
 WEIGHTINGS = ("eps", "score")
 SAMPLERS = ("ddpm", "ddim", "heun")
@@ -89,15 +91,20 @@ class Schedule:
     return np.log1p(np.exp(2 * lam)).astype(np.float32)
 
 
-def schedule_from_config(cfg):
-  if cfg.schedule not in SCHEDULES:
-    raise ValueError(f"config.diffusion.schedule={cfg.schedule!r}: use one of {SCHEDULES}.")
-  if cfg.get("weighting", "eps") not in WEIGHTINGS:
-    raise ValueError(f"config.diffusion.weighting={cfg.weighting!r}: use one of {WEIGHTINGS}.")
+def check_config(cfg):
+  """config.diffusion: ConfigError naming the field and the fix."""
+  check_choice(cfg.schedule, "diffusion.schedule", SCHEDULES)
+  check_choice(cfg.weighting, "diffusion.weighting", WEIGHTINGS)
+  check_int(cfg.num_steps, "diffusion.num_steps", low=2)
   if cfg.schedule == "vp" and not 0 < cfg.t0 < cfg.t_max:
-    raise ValueError(f"config.diffusion.t0={cfg.t0} and t_max={cfg.t_max} need 0 < t0 < t_max.")
-  return Schedule(kind=cfg.schedule, num_steps=int(cfg.get("num_steps", 1000)),
-                  t0=float(cfg.get("t0", 1e-3)), t_max=float(cfg.get("t_max", 10.0)))
+    raise ConfigError(f"config.diffusion.t0={cfg.t0} and t_max={cfg.t_max} need "
+                      "0 < t0 < t_max.")
+
+
+def schedule_from_config(cfg):
+  check_config(cfg)
+  return Schedule(kind=cfg.schedule, num_steps=int(cfg.num_steps), t0=float(cfg.t0),
+                  t_max=float(cfg.t_max))
 
 
 def per_example_loss(eps_fn, sched, x0_BHWC, t_B, noise_BHWC, weighting="eps"):
@@ -128,7 +135,7 @@ def sample(eps_fn, sched, key, shape, *, method="ddim", steps=50, clip=None):
   (x/a, s/a); heun: second-order Heun on that ODE; ddpm: ancestral sampling.
   """
   if method not in SAMPLERS:
-    raise ValueError(f"sampler {method!r}: use one of {SAMPLERS}.")
+    raise ConfigError(f"config.sample.method={method!r}: use one of {SAMPLERS}.")
   ts = jnp.asarray(sched.grid(steps))
   a_all, s_all = sched.alpha_sigma(ts)
   # the last step lands on clean data: a = 1, s = 0

@@ -1,33 +1,22 @@
-"""Sample-based evaluation: memorization ratio, quality, cost -> eval.json and report/."""
-import json
-import logging
-import os
-import time
+"""Sample-based evaluation: memorization ratio, quality, cost -> eval.json and report/.
 
-import jax
+Reads the training split (memorization is nearness to it) and the test split
+(quality references); never the select split, which chose.
+"""
+import logging
+
 import numpy as np
 
 from dit_jax import data as data_lib
-from dit_jax import evaluation
 from dit_jax import memorization
 from dit_jax import report
-from dit_jax import state as state_lib
+from dit_jax import sample_metrics
+from dit_jax import sampling
+from dit_jax import workdir as workdir_lib
 from dit_jax import writers
 from dit_jax.models import dit
 
 log = logging.getLogger("dit_jax")
-
-
-def draw_samples(setup, scfg, params, num, seed, value_range, batch=256):
-  """`num` samples in fixed-size jitted batches; returns (samples, images/s)."""
-  batch = min(batch, num)
-  sampler = state_lib.make_sampler(setup, scfg, batch, value_range)
-  key = jax.random.PRNGKey(seed)
-  jax.block_until_ready(sampler(params, key))  # compile outside the timing
-  t0, out = time.perf_counter(), []
-  for i in range(-(-num // batch)):
-    out.append(np.asarray(sampler(params, jax.random.fold_in(key, i))))
-  return np.concatenate(out)[:num], num / (time.perf_counter() - t0)
 
 
 _feature_nets = {}  # (test split fingerprint, seed, steps) -> FeatureNet
@@ -43,7 +32,7 @@ def _features(dataset, seed, steps):
   if dataset.test_y is not None and dataset.num_classes:
     key = (data_lib.fingerprint(dataset.test_index), seed, steps)
     if key not in _feature_nets:
-      _feature_nets[key] = evaluation.train_feature_net(
+      _feature_nets[key] = sample_metrics.train_feature_net(
           dataset.test_x, dataset.test_y, dataset.num_classes, seed=seed, steps=steps)
     net = _feature_nets[key]
     return net.features, f"classifier (test-split acc {net.heldout_accuracy:.2f})"
@@ -52,13 +41,14 @@ def _features(dataset, seed, steps):
 
 def evaluate(config, setup, params, dataset, num=512, seed=0):
   """Samples `num` images from `params` and measures them; returns (summary, extras)."""
-  value_range = dataset.info.get("value_range")
-  samples, imgs_per_s = draw_samples(setup, config.sample, params, num, seed, value_range)
+  value_range = dataset.info["value_range"]
+  samples, imgs_per_s = sampling.draw_samples(setup, config.sample, params, num, seed,
+                                              value_range)
   flat = samples.reshape(num, -1)
   train_flat = dataset.train_x.reshape(len(dataset.train_x), -1)
-  d1, d2, nn = evaluation.nearest_two(flat, train_flat)
+  d1, d2, nn = sample_metrics.nearest_two(flat, train_flat)
   ratio = np.sqrt(np.asarray(d1) / np.maximum(np.asarray(d2), 1e-20))
-  out = {"num_samples": num, "mem_ratio": evaluation.memorization_ratio(d1, d2),
+  out = {"num_samples": num, "mem_ratio": sample_metrics.memorization_ratio(d1, d2),
          "d_ratio_p10": float(np.quantile(ratio, 0.1)),
          "d_ratio_p50": float(np.quantile(ratio, 0.5)),
          "num_params": dit.num_params(setup.arch),
@@ -67,13 +57,13 @@ def evaluate(config, setup, params, dataset, num=512, seed=0):
          "sampler": f"{config.sample.method}-{config.sample.steps}"}
   gmm = memorization.gmm_params(dataset.info)
   if gmm is not None:
-    out["nll"] = evaluation.gmm_nll_per_dim(flat, *gmm)
-    out["nll_test_data"] = evaluation.gmm_nll_per_dim(
+    out["nll"] = sample_metrics.gmm_nll_per_dim(flat, *gmm)
+    out["nll_test_data"] = sample_metrics.gmm_nll_per_dim(
         dataset.test_x.reshape(len(dataset.test_x), -1), *gmm)
   features, space = _features(dataset, seed, config.eval.feature_steps)
   real, fake = features(dataset.test_x), features(samples)
-  out["precision"], out["recall"] = map(float, evaluation.precision_recall(real, fake, k=3))
-  out["fd"] = float(evaluation.frechet_distance(real, fake))
+  out["precision"], out["recall"] = map(float, sample_metrics.precision_recall(real, fake, k=3))
+  out["fd"] = float(sample_metrics.frechet_distance(real, fake))
   out["fd_space"] = space
   out["splits"] = dataset.splits()
   return out, {"samples": samples, "d1sq": d1, "d2sq": d2, "nn": nn}
@@ -81,54 +71,33 @@ def evaluate(config, setup, params, dataset, num=512, seed=0):
 
 def write_report(workdir, sched, extras, dataset, prefix="", buckets=None):
   """The plots of DIR/report/: gap curves, gaps against t, d1/d2, nearest neighbours."""
-  rdir = os.path.join(workdir, "report")
+  def rpath(name):
+    return workdir_lib.path(workdir, workdir_lib.REPORT, name)
   rows = writers.read_metrics(workdir)
   tracked = [r for r in rows if "memo_ema/train_loss" in r]
   if tracked:
-    report.plot_gap_curves(rows, os.path.join(rdir, "gap_curves.png"))
+    report.plot_gap_curves(rows, rpath("gap_curves.png"))
     b = buckets or sum(1 for k in tracked[-1] if k.startswith("memo_ema/gap_t"))
     t_mid = np.asarray(sched.from_unit((np.arange(b) + 0.5) / b), np.float64)
     if sched.discrete:  # show noise level as the DDPM index, offset to fit a log axis
       t_mid = t_mid + 1
-    report.plot_gap_vs_t(tracked[-1], t_mid, os.path.join(rdir, "gap_vs_t.png"))
-  vr = dataset.info.get("value_range")
-  report.plot_ratio_hist(extras["d1sq"], extras["d2sq"],
-                         os.path.join(rdir, f"{prefix}d_ratio_hist.png"))
-  report.save_nn_pairs(extras["samples"], dataset.train_x, extras["nn"],
-                       os.path.join(rdir, f"{prefix}nearest_train.png"), vr)
-  report.save_grid(extras["samples"][:64], os.path.join(rdir, f"{prefix}samples.png"), vr)
-
-
-def write_eval(workdir, summary):
-  """Merges `summary` into DIR/eval.json (pruning adds before/after entries).
-
-  "by_step" (one evaluation per step) merges entry by entry.
-  """
-  path = os.path.join(workdir, "eval.json")
-  old = {}
-  if os.path.exists(path):
-    with open(path, encoding="utf-8") as f:
-      old = json.load(f)
-  by_step = dict(old.get("by_step", {}), **summary.get("by_step", {}))
-  old.update(summary)
-  if by_step:
-    old["by_step"] = by_step
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(old, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)  # never a half-written eval.json
-  return old
+    report.plot_gap_vs_t(tracked[-1], t_mid, rpath("gap_vs_t.png"))
+  vr = dataset.info["value_range"]
+  report.plot_ratio_hist(extras["d1sq"], extras["d2sq"], rpath(f"{prefix}d_ratio_hist.png"))
+  report.save_nn_pairs(extras["samples"], dataset.train_x, extras["nn"], extras["d1sq"],
+                       extras["d2sq"], rpath(f"{prefix}nearest_train.png"), vr)
+  report.save_grid(extras["samples"][:64], rpath(f"{prefix}samples.png"), vr)
 
 
 def evaluate_workdir(workdir, num=None, seed=0, step=None):
   """Evaluates the EMA weights of a checkpoint; writes eval.json and report/."""
-  config, setup, state, meta = state_lib.load_workdir(workdir, step)
+  config, setup, state, meta = workdir_lib.load(workdir, step)
   dataset = data_lib.load(config.data, config.seed)
   num = num or config.eval.num
   summary, extras = evaluate(config, setup, state["ema"], dataset, num, seed)
   summary["step"] = meta["step"]
   write_report(workdir, setup.sched, extras, dataset)
-  write_eval(workdir, summary)
+  workdir_lib.write_eval(workdir, summary, by_step={str(meta["step"]): summary})
   return summary
 
 
@@ -137,14 +106,6 @@ def format_summary(summary):
           "flops_per_image", "sample_images_per_sec"]
   return "  ".join(f"{k} {summary[k]:.4g}" if isinstance(summary[k], float) else f"{k} {summary[k]}"
                    for k in keys if k in summary)
-
-
-def read_eval(workdir):
-  path = os.path.join(workdir, "eval.json")
-  if not os.path.exists(path):
-    return {}
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
 
 
 def write_before_after(workdir, before, after, record, control=None):
@@ -163,8 +124,6 @@ def write_before_after(workdir, before, after, record, control=None):
   for name, row in rows:
     if row:
       lines.append(f"| {name} | " + " | ".join(fmt(row.get(k)) for k in keys) + " |")
-  path = os.path.join(workdir, "report", "prune_summary.md")
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, "w", encoding="utf-8") as f:
-    f.write("\n".join(lines) + "\n")
-  return path
+  file = workdir_lib.path(workdir, workdir_lib.REPORT, "prune_summary.md")
+  workdir_lib.atomic_write(file, "\n".join(lines) + "\n")
+  return file

@@ -118,6 +118,9 @@ class GapTracker:
     if gmm is not None:
       gt = lambda x, t: self._flat_eps(x, t, lambda xf, a, s: gmm_eps(xf, a, s, *gmm))
       self.fixed["gt_loss"] = self._bucket_losses(gt, self.train)
+      # the ground truth's loss on the held-out probe: what a model with just enough
+      # capacity for the true score reaches there (the capacity search's yardstick)
+      self.fixed["gt_heldout_loss"] = self._bucket_losses(gt, self.held)
       # Prop. 4.1: E[gt_loss - emp_loss] = E ||eps_emp - eps_gt||^2 on the noised
       # training set; this form is >= 0 draw by draw and has a smaller variance.
       self.fixed["loss_gap"] = self._bucket_losses(emp, self.train, target=gt)
@@ -163,11 +166,14 @@ class GapTracker:
     series = {"memo/emp_loss": emp, "memo/emp_heldout_loss": emp_held}
     if "gt_loss" in fixed:
       series["memo/gt_loss"] = fixed["gt_loss"]
+      series["memo/gt_heldout_loss"] = fixed["gt_heldout_loss"]
       series["memo/loss_gap"] = fixed["loss_gap"]
     for prefix, (tr, he) in model_losses.items():
       tr, he = np.asarray(tr), np.asarray(he)
       series[f"{prefix}/train_loss"], series[f"{prefix}/heldout_loss"] = tr, he
       series[f"{prefix}/gap"] = he - tr
+      if "gt_loss" in fixed:  # held-out loss above the true score's: lost capacity or memorization
+        series[f"{prefix}/gt_excess"] = he - fixed["gt_heldout_loss"]
     for name, per_bucket in series.items():
       out[name] = float(per_bucket.mean())
       out.update({f"{name}_t{b}": float(v) for b, v in enumerate(per_bucket)})

@@ -1,183 +1,33 @@
-"""Structured pruning: unit importance, physical surgery, and the capacity search.
+"""Structured pruning: physical surgery, the capacity search, pruning a run or a workdir.
 
-A unit is an attention head or an MLP hidden unit of one block. Importance
-methods (all normalised within each block, then ranked globally):
-  head_grad  the paper's Algorithm 2: |dL/dmask| of a mask on every unit's
-             output, accumulated over batches with t/T ~ Beta(0.8, 2);
-  magnitude  the norm of the unit's weights;
-  random     the paper's baseline;
-  contrast   memorization-aware: importance on held-out (select) data against
-             importance on the training set; units that serve only the training
-             points go first;
-  specific   per image: units whose importance on single training images stands
-             out from its spread over select images go first;
-  select_taylor  signed first-order estimate of how much removing the unit raises
-             the held-out (select) loss; units whose removal lowers it go first.
-Surgery slices the arrays (q, k, v and output rows of a head; fc1 columns and
-fc2 rows of an MLP unit) in the parameters, the EMA and the optimizer moments.
+Which units go is decided by dit_jax.importance. Surgery slices the arrays (q, k,
+v and output rows of a head; fc1 columns and fc2 rows of an MLP unit) in the
+parameters, the EMA and the optimizer moments, so the pruned model is smaller
+and faster, not masked.
 """
 import dataclasses
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dit_jax import diffusion
+from dit_jax import checkpointing
+from dit_jax import data as data_lib
+from dit_jax import importance as importance_lib
 from dit_jax import memorization
+from dit_jax import sharding
 from dit_jax import state as state_lib
-from dit_jax import steps
+from dit_jax import train_step
+from dit_jax import workdir as workdir_lib
+from dit_jax.configlib import ConfigError, check_int
 from dit_jax.models import dit
 
-METHODS = ("head_grad", "magnitude", "random", "contrast", "specific", "select_taylor")
+METHODS = importance_lib.METHODS
+TARGETS = ("ratio", "capacity")
 # which axis of each per-block array indexes heads / MLP units
 HEAD_AXES = {"qkv_w": 2, "qkv_b": 1, "out_w": 0}
 MLP_AXES = {"fc1_w": 1, "fc1_b": 0, "fc2_w": 0}
-
-
-def _normalize(per_block):
-  """I(u) = S(u) / ||S(layer)||_2 (Michel et al. 2019), so layers compare globally."""
-  return [s / max(float(np.linalg.norm(s)), 1e-12) for s in per_block]
-
-
-def mask_gradients(setup, params, x0, key, num_batches, batch_size, beta=(0.8, 2.0),
-                   signed=False):
-  """Summed |dL/dmask| per head and per MLP unit over `num_batches` batches.
-
-  Times follow t/T ~ Beta(beta), favouring the small t where memorization lives.
-  signed=True: the mean dL/dmask itself, whose negative is the first-order
-  change of the loss when the unit is removed (Taylor; Molchanov et al. 2017).
-  """
-  arch = setup.arch
-  masks = ([jnp.ones((h,)) for h in arch.heads], [jnp.ones((m,)) for m in arch.mlp])
-
-  def batch_loss(masks, x, k):
-    kt, kn = jax.random.split(k)
-    t = setup.sched.from_unit(jax.random.beta(kt, *beta, (len(x),)))
-    noise = jax.random.normal(kn, x.shape)
-    eps_fn = lambda xt, tt: dit.apply(setup.graphdef, params, xt, setup.sched.net_time(tt),
-                                      head_masks=masks[0], mlp_masks=masks[1])
-    return diffusion.per_example_loss(eps_fn, setup.sched, x, t, noise).mean()
-
-  grad_fn = jax.jit(jax.grad(batch_loss))
-  total = jax.tree.map(jnp.zeros_like, masks)
-  for i in range(num_batches):
-    kb, kl = jax.random.split(jax.random.fold_in(key, i))
-    idx = jax.random.randint(kb, (batch_size,), 0, len(x0))
-    g = grad_fn(masks, jnp.asarray(x0)[idx], kl)
-    total = jax.tree.map(lambda a, b: a + (b if signed else jnp.abs(b)), total, g)
-  heads, mlp = jax.device_get(total)
-  scale = 1.0 / num_batches if signed else 1.0
-  return [np.asarray(h) * scale for h in heads], [np.asarray(m) * scale for m in mlp]
-
-
-def example_mask_grads(setup, params, x, t, noise):
-  """dL_i/dmask for each example i of the batch, from one backward pass: every
-  example gets its own copy of the masks. ([(B, H_b)], [(B, M_b)])."""
-  b = len(x)
-  masks = ([jnp.ones((b, h)) for h in setup.arch.heads],
-           [jnp.ones((b, m)) for m in setup.arch.mlp])
-
-  def total_loss(masks):
-    eps_fn = lambda xt, tt: dit.apply(setup.graphdef, params, xt, setup.sched.net_time(tt),
-                                      head_masks=masks[0], mlp_masks=masks[1])
-    return diffusion.per_example_loss(eps_fn, setup.sched, x, t, noise).sum()
-  return jax.grad(total_loss)(masks)
-
-
-def example_gradients(setup, params, x0, key, draws, beta=(0.8, 2.0), batch=64):
-  """Per image, the mean over `draws` noisings of |dL_x/dmask| for every unit.
-
-  One backward pass gives every example's own mask gradient: each example gets
-  its own copy of the masks. Returns per-block arrays, heads (N, H_b) and MLP
-  units (N, M_b).
-  """
-  arch = setup.arch
-
-  @jax.jit
-  def grads(x, k):
-    kt, kn = jax.random.split(k)
-    t = setup.sched.from_unit(jax.random.beta(kt, *beta, (len(x),)))
-    return jax.tree.map(jnp.abs, example_mask_grads(setup, params, x, t,
-                                                    jax.random.normal(kn, x.shape)))
-
-  x0 = np.asarray(x0)
-  pad = -len(x0) % batch
-  padded = np.concatenate([x0, np.zeros((pad, *x0.shape[1:]), x0.dtype)])
-  parts = []
-  for s in range(0, len(padded), batch):
-    chunk = jnp.asarray(padded[s:s + batch])
-    total = None
-    for d in range(draws):
-      g = grads(chunk, jax.random.fold_in(key, d))
-      total = g if total is None else jax.tree.map(jnp.add, total, g)
-    parts.append(jax.device_get(total))
-  heads, mlp = (
-      [np.concatenate([p[i][b] for p in parts])[:len(x0)] / draws for b in range(arch.depth)]
-      for i in (0, 1))
-  return heads, mlp
-
-
-def _specificity(train, select):
-  """Per unit, the mean over training images of how far above the select images'
-  spread the unit's importance on that image lies: mean_i max(0, z_i)."""
-  mu, sd = select.mean(0), select.std(0) + 1e-12
-  return np.maximum((train - mu) / sd, 0.0).mean(0)
-
-
-def magnitudes(arch, params):
-  blocks = [params["blocks"][i] for i in range(arch.depth)]
-  heads = [np.sqrt(np.sum(np.asarray(b["qkv_w"]) ** 2, axis=(0, 1, 3))
-                   + np.sum(np.asarray(b["out_w"]) ** 2, axis=(1, 2))) for b in blocks]
-  mlp = [np.linalg.norm(np.asarray(b["fc1_w"]), axis=0)
-         * np.linalg.norm(np.asarray(b["fc2_w"]), axis=1) for b in blocks]
-  return heads, mlp
-
-
-def importance(method, setup, params, dataset, pcfg, seed):
-  """(head scores, MLP scores) per block, normalised per block; higher = keep."""
-  if method not in METHODS:
-    raise ValueError(f"config.prune.method={method!r}: use one of {METHODS}.")
-  arch = setup.arch
-  if method == "random":
-    rng = np.random.default_rng(seed)
-    return ([rng.random(h) for h in arch.heads], [rng.random(m) for m in arch.mlp])
-  if method == "magnitude":
-    heads, mlp = magnitudes(arch, params)
-    return _normalize(heads), _normalize(mlp)
-  if method == "specific":
-    return _specific_scores(setup, params, dataset, pcfg, seed)
-  key = jax.random.PRNGKey(seed)
-  if method == "select_taylor":
-    # -dL/dmask on select images: how much removing the unit raises the held-out
-    # loss, to first order. Units a memorizing model uses to pull held-out images
-    # toward training points lower it when removed (a negative score): they go
-    # first. Scores are losses, so they rank across blocks without normalising.
-    heads, mlp = mask_gradients(setup, params, dataset.select_x, key, pcfg.batches,
-                                pcfg.batch_size, tuple(pcfg.t_beta), signed=True)
-    return [-h for h in heads], [-m for m in mlp]
-  grads = lambda x: mask_gradients(setup, params, x, key, pcfg.batches, pcfg.batch_size,
-                                   tuple(pcfg.get("t_beta", (0.8, 2.0))))
-  train_h, train_m = map(_normalize, grads(dataset.train_x))
-  if method == "head_grad":
-    return train_h, train_m
-  held_h, held_m = map(_normalize, grads(dataset.select_x))  # held out: the select split
-  # contrast: credit for held-out use, debit for use beyond it on training points
-  keep = lambda tr, he: [2 * h - t for t, h in zip(tr, he)]
-  return keep(train_h, held_h), keep(train_m, held_m)
-
-
-def _specific_scores(setup, params, dataset, pcfg, seed):
-  """`specific`: units whose importance on individual training images stands out
-  from their importance on select images go first; the rest by select importance."""
-  key = jax.random.PRNGKey(seed)
-  beta = tuple(pcfg.t_beta)
-  select = dataset.select_x[:pcfg.specific_select]
-  tr_h, tr_m = example_gradients(setup, params, dataset.train_x, key, pcfg.specific_draws, beta)
-  se_h, se_m = example_gradients(setup, params, select, jax.random.fold_in(key, 1),
-                                 pcfg.specific_draws, beta)
-  keep = lambda tr, se: [i - _specificity(t, s) for t, s, i in
-                         zip(tr, se, _normalize([s.mean(0) for s in se]))]
-  return keep(tr_h, se_h), keep(tr_m, se_m)
 
 
 def _drop_counts(scores, count, floor, multiple):
@@ -294,7 +144,7 @@ def capacity_search(config, setup, state, dataset, mesh, step, scores):
   buckets = range(config.memo.buckets)
 
   def measure(ratio, cand_setup, cand_state):
-    tuned = steps.run_steps(cand_setup, config, mesh, cand_state, dataset, step,
+    tuned = train_step.run_steps(cand_setup, config, mesh, cand_state, dataset, step,
                             pcfg.capacity_steps)
     m = _probe_losses(tracker, cand_setup, tuned["params"])
     rec = {"ratio": ratio, "num_params": dit.num_params(cand_setup.arch),
@@ -332,7 +182,8 @@ def choose(config, setup, state, dataset, mesh, step):
   """Kept heads and MLP units per block for config.prune at `step`, and a record."""
   pcfg = config.prune
   params = state["ema"] if pcfg.use_ema else state["params"]
-  scores = importance(pcfg.method, setup, params, dataset, pcfg, config.seed + step)
+  scores = importance_lib.importance(pcfg.method, setup, params, dataset, pcfg,
+                                     config.seed + step)
   record = {"method": pcfg.method, "target": pcfg.target}
   if pcfg.target == "capacity":
     ratio, record["capacity_path"] = capacity_search(config, setup, state, dataset, mesh,
@@ -356,3 +207,59 @@ def prune(config, setup, state, dataset, mesh, step):
                 num_params_before=dit.num_params(before), num_params=dit.num_params(arch),
                 flops_before=dit.flops_per_image(before), flops=dit.flops_per_image(arch))
   return arch, new_state, record
+
+
+def check_config(p, steps):
+  """config.prune: ConfigError naming the field and the fix."""
+  check_int(p.at_step, "prune.at_step", low=-1)
+  if p.at_step < 0:
+    return
+  if p.at_step > steps:
+    raise ConfigError(f"config.prune.at_step={p.at_step} is after the last step {steps}; "
+                      "raise config.train.steps, or set config.prune.at_step=-1 to train "
+                      "without pruning.")
+  check_int(p.finetune_steps, "prune.finetune_steps", low=0)
+  if p.at_step + p.finetune_steps > steps:
+    raise ConfigError(
+        f"config.train.steps={steps} ends before config.prune.at_step + "
+        f"config.prune.finetune_steps = {p.at_step + p.finetune_steps}; raise train.steps "
+        "to that (or lower finetune_steps).")
+  if p.method not in METHODS:
+    raise ConfigError(f"config.prune.method={p.method!r}: use one of {METHODS}.")
+  if p.target not in TARGETS:
+    raise ConfigError(f"config.prune.target={p.target!r}: use one of {TARGETS}.")
+  for field in ("ratio", "mlp_ratio"):
+    if isinstance(p[field], bool) or not 0 <= p[field] < 1:
+      raise ConfigError(f"config.prune.{field}={p[field]!r} must be in [0, 1).")
+  if len(p.t_beta) != 2 or not all(b > 0 for b in p.t_beta):
+    raise ConfigError(f"config.prune.t_beta={p.t_beta!r} must be two positive numbers (a, b).")
+  for field in ("batches", "batch_size", "min_heads", "mlp_multiple", "capacity_steps",
+                "capacity_probe", "specific_draws", "specific_select"):
+    check_int(p[field], f"prune.{field}")
+
+
+def prune_workdir(src, dst, **prune_fields):
+  """One-shot pruning of the newest checkpoint of `src` into a new workdir `dst`.
+
+  `src` is only read. `dst` gets config.json (with config.prune filled in) and a
+  checkpoint at the same step holding the pruned state, so that
+  `train_and_evaluate(config, dst)` with more steps fine-tunes it.
+  """
+  mesh = sharding.make_mesh()
+  config, setup, state, meta = workdir_lib.load(src, mesh=mesh)
+  config.prune.update(prune_fields)
+  config.prune.at_step = step = meta["step"]
+  config.train.steps = max(config.train.steps, step + config.prune.finetune_steps)
+  check_config(config.prune, config.train.steps)
+  dst = os.path.abspath(dst)
+  if os.path.exists(workdir_lib.path(dst, workdir_lib.CHECKPOINTS)):
+    raise ConfigError(f"{dst} already holds checkpoints; pick a new output workdir.")
+  dataset = data_lib.load(config.data, config.seed)
+  arch, state, record = prune(config, setup, state, dataset, mesh, step)
+  os.makedirs(dst, exist_ok=True)
+  ckpt = checkpointing.Checkpointer(workdir_lib.path(dst, workdir_lib.CHECKPOINTS),
+                                    config.checkpoint.keep)
+  ckpt.save(step, state, dict(meta, arch=arch.to_json(), pruned=record), force=True)
+  ckpt.close()
+  workdir_lib.write_config(config, dst)
+  return config, record

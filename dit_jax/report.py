@@ -1,11 +1,23 @@
-"""Images and plots written to the workdir."""
+"""Images and plots written to the workdir.
+
+Figures are made with matplotlib's object API (matplotlib.figure.Figure), not
+pyplot: no backend is selected and no global state is touched, so importing
+this module changes nothing for a notebook that imports it too.
+"""
 import os
 
-import matplotlib
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
+from PIL import Image
+
+MIN_PIXELS = 64  # each image in a grid is upscaled (nearest) to at least this many pixels
+MEMORIZED = 1 / 3  # |x - NN1| <= MEMORIZED |x - NN2|: the memorization criterion
+
+
+def new_figure(cols=1, width=5.0, height=3.8):
+  """(figure, row of axes): a Figure of `cols` panels, without pyplot."""
+  fig = Figure(figsize=(width * cols, height))
+  return fig, fig.subplots(1, cols, squeeze=False)[0]
 
 
 def to_uint8(x, value_range=(-1.0, 1.0)):
@@ -16,7 +28,8 @@ def to_uint8(x, value_range=(-1.0, 1.0)):
 
 
 def save_grid(images_NHWC, path, value_range=(-1.0, 1.0), scale=None, cols=None):
-  """Saves N images as a near-square grid PNG, upscaled so small images are visible."""
+  """Saves N images as a near-square grid PNG; each image is upscaled by an integer
+  factor (nearest) to at least MIN_PIXELS pixels, so 8x8 images are visible."""
   imgs = to_uint8(images_NHWC, value_range)
   if imgs.shape[-1] not in (1, 3):  # e.g. a 2-channel gmm layout: show the first channel
     imgs = imgs[..., :1]
@@ -27,7 +40,7 @@ def save_grid(images_NHWC, path, value_range=(-1.0, 1.0), scale=None, cols=None)
   for i in range(n):
     r, q = divmod(i, cols)
     grid[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + q * (w + 1):1 + q * (w + 1) + w] = imgs[i]
-  scale = scale or max(1, 256 // max(grid.shape[:2]))
+  scale = scale or max(1, -(-MIN_PIXELS // min(h, w)))
   img = Image.fromarray(grid[..., 0] if c == 1 else grid)
   img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -39,7 +52,6 @@ def save_figure(fig, path):
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)
   return path
 
 
@@ -50,7 +62,7 @@ def _series(rows, key):
 
 def plot_gap_curves(rows, path, prefix="memo_ema"):
   """Losses on the fixed probes over training, and where the model sits between scores."""
-  fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+  fig, (ax1, ax2) = new_figure(2)
   for key, label, style in [(f"{prefix}/train_loss", "model, train probe", "-"),
                             (f"{prefix}/heldout_loss", "model, held-out probe", "-"),
                             ("memo/gt_loss", "ground-truth score", "--"),
@@ -78,7 +90,7 @@ def plot_gap_curves(rows, path, prefix="memo_ema"):
 
 def plot_gap_vs_t(row, t_centers, path, prefix="memo_ema"):
   """Per-bucket gaps at one step against the diffusion time (small t first)."""
-  fig, ax = plt.subplots(figsize=(5, 3.8))
+  fig, (ax,) = new_figure()
   b = len(t_centers)
   for key, label in [(f"{prefix}/gap", "model: held-out - train"),
                      ("memo/loss_gap", "Loss-Gap: gt - emp (exact)")]:
@@ -91,9 +103,9 @@ def plot_gap_vs_t(row, t_centers, path, prefix="memo_ema"):
   return save_figure(fig, path)
 
 
-def plot_ratio_hist(d1sq, d2sq, path, threshold=1 / 3):
+def plot_ratio_hist(d1sq, d2sq, path, threshold=MEMORIZED):
   ratio = np.sqrt(np.asarray(d1sq) / np.maximum(np.asarray(d2sq), 1e-20))
-  fig, ax = plt.subplots(figsize=(5, 3.8))
+  fig, (ax,) = new_figure()
   ax.hist(ratio, bins=50, range=(0, 1))
   ax.axvline(threshold, color="red", ls="--", label=f"memorized if <= {threshold:.2f}")
   ax.set(xlabel="d(NN1) / d(NN2)", ylabel="samples",
@@ -102,19 +114,41 @@ def plot_ratio_hist(d1sq, d2sq, path, threshold=1 / 3):
   return save_figure(fig, path)
 
 
-def save_nn_pairs(samples_NHWC, train_NHWC, nn_idx, path, value_range, num=16):
-  """Each generated sample (odd columns) beside its nearest training image."""
+def _display(x_HWC, value_range):
+  """uint8 (H, W) or (H, W, 3) for imshow; other channel counts show the first."""
+  img = to_uint8(x_HWC, value_range)
+  return img if img.shape[-1] == 3 else img[..., 0]
+
+
+def save_nn_pairs(samples_NHWC, train_NHWC, nn_idx, d1sq, d2sq, path, value_range, num=16):
+  """Each generated sample beside its nearest training image, labelled with the
+  distance ratio |x - NN1| / |x - NN2| and whether that counts as memorized."""
   n = min(num, len(samples_NHWC))
-  pairs = np.stack([samples_NHWC[:n], train_NHWC[np.asarray(nn_idx[:n])]], 1)
-  return save_grid(pairs.reshape(2 * n, *samples_NHWC.shape[1:]), path, value_range, cols=8)
+  cols = 4
+  rows = -(-n // cols)
+  fig = Figure(figsize=(2.2 * cols, 1.35 * rows + 0.3))
+  axes = fig.subplots(rows, 2 * cols, squeeze=False)
+  ratio = np.sqrt(np.asarray(d1sq) / np.maximum(np.asarray(d2sq), 1e-20))
+  for ax in axes.flat:
+    ax.axis("off")
+  for i in range(n):
+    a_s, a_t = axes[i // cols, 2 * (i % cols)], axes[i // cols, 2 * (i % cols) + 1]
+    a_s.imshow(_display(samples_NHWC[i], value_range), cmap="gray", interpolation="nearest")
+    a_t.imshow(_display(train_NHWC[int(nn_idx[i])], value_range), cmap="gray",
+               interpolation="nearest")
+    tag = "memorized" if ratio[i] <= MEMORIZED else ""
+    a_s.set_title(f"sample r={ratio[i]:.2f}", fontsize=7, color="red" if tag else "black")
+    a_t.set_title(f"nearest train {tag}", fontsize=7, color="red" if tag else "black")
+  fig.suptitle("samples (left) and their nearest training image (right); r = d1 / d2, "
+               f"memorized if r <= {MEMORIZED:.2f}", fontsize=8)
+  return save_figure(fig, path)
 
 
-def compare_runs(workdirs, labels, key, path, title=None):
-  """One metric over training for several runs (e.g. small vs large n)."""
-  from dit_jax import writers
-  fig, ax = plt.subplots(figsize=(5.5, 3.8))
-  for w, label in zip(workdirs, labels):
-    xy = _series(writers.read_metrics(w), key)
+def compare_runs(runs, labels, key, path, title=None):
+  """One metric over training for several runs (lists of metrics rows; e.g. small vs large n)."""
+  fig, (ax,) = new_figure(width=5.5)
+  for rows, label in zip(runs, labels):
+    xy = _series(rows, key)
     if xy is not None:
       ax.plot(*xy, label=label)
   ax.set(xlabel="step", ylabel=key, title=title or key)

@@ -38,6 +38,11 @@ def state_shardings(abstract_state, mesh, fsdp=False):
   return jax.tree.map(one, abstract_state)
 
 
+def shardings_of(state, mesh, fsdp=False):
+  """state_shardings of an existing (or abstract) state pytree."""
+  return state_shardings(jax.eval_shape(lambda: state), mesh, fsdp)
+
+
 def put_batch(batch, mesh):
   """Host numpy batch -> global array sharded over the data axis.
 

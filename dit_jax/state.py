@@ -1,20 +1,16 @@
-"""What a run is made of, apart from the loop: optimizer, state, model calls, loading.
+"""The model-state kit: optimizer, train state, the model as an eps function.
 
-Shared by training, evaluation, pruning and the command-line tools.
+A `Setup` is what the jitted functions close over; it is rebuilt when pruning
+changes the architecture.
 """
 import dataclasses
-import json
-import os
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 
-from dit_jax import checkpointing
-from dit_jax import configlib
 from dit_jax import diffusion
-from dit_jax import report
+from dit_jax import sharding
 from dit_jax.models import dit
 
 
@@ -54,7 +50,7 @@ class Setup:
 
 
 def make_setup(config, arch):
-  graphdef, _ = dit.abstract_model(arch)
+  graphdef, _ = dit.abstract_model(arch, dit.resolve_fence(config.model.fence))
   return Setup(arch, graphdef, diffusion.schedule_from_config(config.diffusion),
                make_optimizer(config.train, config.train.steps))
 
@@ -68,60 +64,18 @@ def init_state(setup, key):
           "rng": jax.random.fold_in(key, 1)}
 
 
+def abstract_state(setup, mesh, fsdp, key=None):
+  """The train state's shapes, dtypes and shardings, without allocating it."""
+  key = jax.random.PRNGKey(0) if key is None else key
+  abstract = jax.eval_shape(lambda k: init_state(setup, k), key)
+  return with_shardings(abstract, sharding.state_shardings(abstract, mesh, fsdp))
+
+
+def with_shardings(abstract, shardings):
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                      abstract, shardings)
+
+
 def make_eps_fn(setup, params, y=None):
   """eps_hat(x_t, t) in schedule time, for losses and samplers."""
   return lambda x, t: dit.apply(setup.graphdef, params, x, setup.sched.net_time(t), y)
-
-
-def make_sampler(setup, scfg, num, value_range):
-  """Jitted (params, key) -> num samples; random labels when conditional."""
-  arch = setup.arch
-  shape = (num, arch.image_size, arch.image_size, arch.channels)
-
-  def run(params, key):
-    ky, ks = jax.random.split(key)
-    if arch.num_classes:
-      y = jax.random.randint(ky, (num,), 0, arch.num_classes)
-      cond, uncond = make_eps_fn(setup, params, y), make_eps_fn(setup, params)
-      w = scfg.guidance
-      eps_fn = lambda x, t: uncond(x, t) + w * (cond(x, t) - uncond(x, t))
-    else:
-      eps_fn = make_eps_fn(setup, params)
-    return diffusion.sample(eps_fn, setup.sched, ks, shape, method=scfg.method,
-                            steps=scfg.steps, clip=value_range)
-  return jax.jit(run)
-
-
-
-
-def load_workdir(workdir, step=None):
-  """(config, setup, state, meta) of a checkpoint in `workdir`, for inference tools."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} not found: is {workdir!r} a training workdir?")
-  with open(path, encoding="utf-8") as f:
-    config = configlib.finalize(ml_collections.ConfigDict(json.load(f)))
-  ckpt = checkpointing.Checkpointer(os.path.abspath(os.path.join(workdir, "checkpoints")),
-                                    config.checkpoint.keep, async_save=False)
-  step = ckpt.latest_step() if step is None else step
-  if step is None:
-    raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints yet.")
-  meta = ckpt.restore_meta(step)
-  setup = make_setup(config, dit.Arch.from_json(meta["arch"]))
-  abstract = jax.eval_shape(lambda k: init_state(setup, k), jax.random.PRNGKey(0))
-  state, meta = ckpt.restore(abstract, step)
-  ckpt.close()
-  return config, setup, state, meta
-
-
-def sample_to_png(workdir, path, num=64, seed=0, method=None, steps=None, guidance=None):
-  """Samples the EMA weights of the newest checkpoint into a grid PNG; returns the step."""
-  config, setup, state, meta = load_workdir(workdir)
-  scfg = ml_collections.ConfigDict(config.sample.to_dict())
-  scfg.method = method or scfg.method
-  scfg.steps = steps or scfg.steps
-  scfg.guidance = scfg.guidance if guidance is None else guidance
-  value_range = meta.get("value_range")
-  x = make_sampler(setup, scfg, num, value_range)(state["ema"], jax.random.PRNGKey(seed))
-  report.save_grid(jax.device_get(x), path, value_range)
-  return meta["step"]

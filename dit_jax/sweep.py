@@ -16,18 +16,20 @@ Each point ends with an eval.json; a point whose eval.json is at its last step
 is read, not rerun, so the same command resumes an interrupted sweep.
 """
 import csv
-import json
 import logging
 import os
 import shutil
 
 import numpy as np
 
+from dit_jax import config_check
 from dit_jax import configlib
 from dit_jax import report
 from dit_jax import stats
 from dit_jax import train
+from dit_jax import workdir as workdir_lib
 from dit_jax import writers
+from dit_jax.configlib import ConfigError
 
 log = logging.getLogger("dit_jax")
 
@@ -53,11 +55,7 @@ def _lookup(tree, dotted):
 
 
 def _read_eval(pdir):
-  path = os.path.join(pdir, "eval.json")
-  if not os.path.exists(path):
-    return None
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
+  return workdir_lib.read_eval(pdir) or None
 
 
 def point_config(base, point, workdir):
@@ -67,11 +65,11 @@ def point_config(base, point, workdir):
   for key, (source, field) in point.get("needs", {}).items():
     ev = _read_eval(os.path.join(workdir, source))
     if ev is None:
-      raise ValueError(f"sweep point {point['name']!r} needs {field!r} of point {source!r}, "
+      raise ConfigError(f"sweep point {point['name']!r} needs {field!r} of point {source!r}, "
                        "which has not run; list it earlier in get_sweep().")
     value = _lookup(ev, field)
     needs[key] = tuple(value) if isinstance(value, list) else value
-  return configlib.finalize(configlib.with_overrides(config, needs))
+  return config_check.finalize(configlib.with_overrides(config, needs))
 
 
 def _is_done(pdir, config):
@@ -81,14 +79,14 @@ def _is_done(pdir, config):
 
 def _start(point, pdir, workdir):
   """Copies the checkpoint a point starts from (the source stays as it is)."""
-  if "start_from" not in point or os.path.isdir(os.path.join(pdir, "checkpoints")):
+  if "start_from" not in point or os.path.isdir(workdir_lib.path(pdir, workdir_lib.CHECKPOINTS)):
     return
   source, step = point["start_from"]
-  src = os.path.join(workdir, source, "checkpoints", str(step))
+  src = workdir_lib.path(workdir, source, workdir_lib.CHECKPOINTS, str(step))
   if not os.path.isdir(src):
-    raise ValueError(f"sweep point {point['name']!r} starts from {src}, which does not "
+    raise ConfigError(f"sweep point {point['name']!r} starts from {src}, which does not "
                      f"exist; point {source!r} must run to step {step} first.")
-  shutil.copytree(src, os.path.join(pdir, "checkpoints", str(step)))
+  shutil.copytree(src, workdir_lib.path(pdir, workdir_lib.CHECKPOINTS, str(step)))
 
 
 def run_sweep(config_path, workdir, overrides=None):
@@ -103,7 +101,7 @@ def run_sweep(config_path, workdir, overrides=None):
   base = configlib.with_overrides(base, overrides or {})
   names = [p["name"] for p in points]
   if len(set(names)) != len(names):
-    raise ValueError(f"{path}: get_sweep() repeats point names; each needs its own workdir.")
+    raise ConfigError(f"{path}: get_sweep() repeats point names; each needs its own workdir.")
   rows, step_rows = [], []
   for i, point in enumerate(points):
     pdir = os.path.join(workdir, point["name"])
@@ -135,15 +133,14 @@ def _row(point, config, pdir):
   ev = _read_eval(pdir)
   prune = ev.get("prune") or {}
   at = point.get("at", 0)
-  speeds = [r["train/steps_per_sec"] for r in writers.read_metrics(pdir)
-            if "train/steps_per_sec" in r and r["step"] > at + config.log_every]
   row = {k: ev.get(k) for k in COLUMNS}
   row.update(_labels(point, config), ratio=prune.get("ratio", 0.0),
              mlp_ratio=prune.get("mlp_ratio", 0.0),
              heads="+".join(map(str, config.model.heads if not prune else prune["heads"])),
              mlp="+".join(map(str, config.model.mlp if not prune else prune["mlp"])),
              ft_steps=ev["step"] - at,
-             train_steps_per_sec=float(np.median(speeds)) if speeds else None)
+             train_steps_per_sec=writers.median_steps_per_sec(
+                 writers.read_metrics(pdir), first=at + config.log_every))
   return row
 
 
@@ -250,12 +247,10 @@ def summarize(rows, metrics=QUALITY):
 
 def plot(rows, path):
   """mem_ratio against fine-tuning steps per budget and method (mean ± 95% interval)."""
-  import matplotlib.pyplot as plt
   budgets = list(dict.fromkeys(r["budget"] for r in rows
                                if r["budget"] not in ("base",) and r["method"] != CONTROL))
-  fig, axes = plt.subplots(1, max(1, len(budgets)), figsize=(4.5 * max(1, len(budgets)), 3.8),
-                           squeeze=False)
-  for ax, budget in zip(axes[0], budgets or [None]):
+  fig, axes = report.new_figure(max(1, len(budgets)), width=4.5)
+  for ax, budget in zip(axes, budgets or [None]):
     methods = list(dict.fromkeys(r["method"] for r in rows
                                  if r["budget"] == budget or r["method"] == CONTROL))
     for m in methods:

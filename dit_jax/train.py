@@ -1,10 +1,10 @@
 """The training loop: `train_and_evaluate(config, workdir)`.
 
 One pure, jitted step with buffer donation over a data-parallel mesh; periodic
-work (logging, checkpoints, sample grids, memorization tracking) are plain
-hooks called between steps. Runs resume from the newest checkpoint in workdir.
+work (logging, checkpoints, sample grids, memorization tracking, evaluations,
+the prune) are plain hooks called between steps. Runs resume from the newest
+checkpoint in workdir.
 """
-import json
 import logging
 import os
 import signal
@@ -16,72 +16,33 @@ import numpy as np
 import tqdm
 
 from dit_jax import checkpointing
+from dit_jax import config_check
 from dit_jax import configlib
 from dit_jax import data as data_lib
 from dit_jax import evaluate
 from dit_jax import memorization
 from dit_jax import pruning
 from dit_jax import report
+from dit_jax import sampling
 from dit_jax import sharding
 from dit_jax import state as state_lib
-from dit_jax import steps
+from dit_jax import train_step
+from dit_jax import workdir as workdir_lib
 from dit_jax import workdir_lock
 from dit_jax import writers
+from dit_jax.configlib import ConfigError
 from dit_jax.models import dit
 
 log = logging.getLogger("dit_jax")
 
 
-def _write_config(config, workdir):
-  """Writes config.json atomically; an older, different one is kept beside it, never lost."""
-  path = os.path.join(workdir, "config.json")
-  text = config.to_json_best_effort(indent=2, sort_keys=True)
-  if os.path.exists(path):
-    with open(path, encoding="utf-8") as f:
-      old = f.read()
-    if old and old != text:
-      os.replace(path, os.path.join(workdir, f"config.{int(time.time())}.json"))
-  with open(path + ".tmp", "w", encoding="utf-8") as f:
-    f.write(text)
-  os.replace(path + ".tmp", path)
-
-
-# what defines a run beyond its architecture: resuming with other values would
-# silently go on with other data or another objective
-RUN_FIELDS = ("seed", "data.name", "data.n_train", "data.n_select", "data.n_test",
-              "data.image_size", "data.channels", "data.conditional", "diffusion")
-
-
-def run_fingerprint(config):
-  """{field: value} of RUN_FIELDS (and data.gmm for gmm), as JSON gives them back."""
-  fields = RUN_FIELDS + (("data.gmm",) if config.data.name == "gmm" else ())
-  out = {}
-  for field in fields:
-    value = configlib.get_field(config, field)
-    out[field] = value.to_dict() if hasattr(value, "to_dict") else value
-  return json.loads(json.dumps(out))
-
-
-def check_fingerprint(stored, config, directory):
-  """Refuses to resume a workdir whose run was defined differently."""
-  if stored is None:  # written before fingerprints existed
-    return
-  now = run_fingerprint(config)
-  differ = sorted(k for k in set(stored) | set(now) if stored.get(k) != now.get(k))
-  if differ:
-    detail = "; ".join(f"config.{k}: {stored.get(k)!r} in the checkpoints, {now.get(k)!r} "
-                       "now" for k in differ)
-    raise ValueError(
-        f"{directory} holds a run with other settings ({detail}). Resume with the values "
-        "the run was started with, or use a new --workdir (nothing in this one was changed).")
-
-
 class Run:
   """Mutable bits of one training run shared by the loop and its hooks."""
 
-  def __init__(self, config, workdir, dataset, setup, mesh, ckpt, writer):
+  def __init__(self, config, workdir, dataset, setup, mesh, ckpt):
     self.config, self.workdir, self.dataset = config, workdir, dataset
-    self.setup, self.mesh, self.ckpt, self.writer = setup, mesh, ckpt, writer
+    self.setup, self.mesh, self.ckpt = setup, mesh, ckpt
+    self.writer = None
     self.base_arch = setup.arch
     self.state = None
     self.state_sh = None
@@ -97,17 +58,16 @@ class Run:
     """Installs a state (and a new architecture) and re-jits the step."""
     if setup is not None:
       self.setup = setup
-    self.state_sh = sharding.state_shardings(
-        jax.eval_shape(lambda: state), self.mesh, self.config.mesh.fsdp)
+    self.state_sh = sharding.shardings_of(state, self.mesh, self.config.mesh.fsdp)
     self.state = jax.device_put(state, self.state_sh)
-    self.step_fn = steps.jit_train_step(self.setup, self.config, self.state_sh, self.mesh)
+    self.step_fn = train_step.jit_train_step(self.setup, self.config, self.state_sh, self.mesh)
 
   def meta(self, step):
     return {"arch": self.setup.arch.to_json(), "base_arch": self.base_arch.to_json(),
-            "run": run_fingerprint(self.config),
+            "run": workdir_lib.run_fingerprint(self.config),
             "step": int(step), "data_position": int(step) * self.config.train.batch_size,
-            "data": self.dataset.info.get("name"),
-            "value_range": self.dataset.info.get("value_range"), "pruned": self.pruned}
+            "data": self.dataset.info["name"], "value_range": self.dataset.info["value_range"],
+            "pruned": self.pruned}
 
   def save(self, step, force=False):
     if step not in self.ckpt.all_steps():  # a stop may land on a checkpoint step
@@ -122,21 +82,19 @@ def _restore_or_init(run, key):
   ckpt, config = run.ckpt, run.config
 
   def abstract_for(meta):  # each step carries its own architecture (pruning changes it)
-    check_fingerprint(meta.get("run"), config, ckpt.directory)
+    workdir_lib.check_fingerprint(meta.get("run"), config, ckpt.directory)
     if meta["base_arch"] != run.base_arch.to_json():
-      raise ValueError(
+      raise ConfigError(
           f"{ckpt.directory} holds checkpoints of architecture {meta['base_arch']}, but the "
           f"config asks for {run.base_arch.to_json()}. Use the config the run was started "
           "with, or a new --workdir (nothing in this one was changed).")
     setup = state_lib.make_setup(config, dit.Arch.from_json(meta["arch"]))
-    abstract = jax.eval_shape(lambda k: state_lib.init_state(setup, k), key)
-    shardings = sharding.state_shardings(abstract, run.mesh, config.mesh.fsdp)
-    return checkpointing.abstract_with_shardings(abstract, shardings)
+    return state_lib.abstract_state(setup, run.mesh, config.mesh.fsdp, key)
 
   restored = ckpt.restore_latest(abstract_for)
   if restored is None:
-    abstract = jax.eval_shape(lambda k: state_lib.init_state(run.setup, k), key)
-    shardings = sharding.state_shardings(abstract, run.mesh, config.mesh.fsdp)
+    abstract = state_lib.abstract_state(run.setup, run.mesh, config.mesh.fsdp, key)
+    shardings = jax.tree.map(lambda x: x.sharding, abstract)
     state = jax.jit(lambda k: state_lib.init_state(run.setup, k), out_shardings=shardings)(key)
     run.set_state(state)
     log.info("no checkpoint in %s: starting from step 0", ckpt.directory)
@@ -144,7 +102,7 @@ def _restore_or_init(run, key):
   step, state, meta = restored
   run.setup = state_lib.make_setup(config, dit.Arch.from_json(meta["arch"]))
   run.set_state(state)
-  run.pruned = meta.get("pruned")
+  run.pruned = meta["pruned"]
   log.info("resumed from step %d of %s", step, ckpt.directory)
   return int(step)
 
@@ -157,17 +115,19 @@ def make_hooks(run):
   """Periodic work between steps, each a (name, fn(step, metrics)) pair."""
   config = run.config
   total = config.train.steps
-  clock = {"t": time.perf_counter(), "step": None}
+  value_range = run.dataset.info["value_range"]
+  last_time, last_step = time.perf_counter(), None
 
-  def log(step, metrics):
+  def log_metrics(step, metrics):
+    nonlocal last_time, last_step
     if not _every(config.log_every, step, total):
       return
     now = time.perf_counter()
     out = {k: float(v) for k, v in jax.device_get(metrics).items()}
     out["train/lr"] = float(state_lib.lr_schedule(config.train, total)(step - 1))
-    if clock["step"] is not None:
-      out["train/steps_per_sec"] = (step - clock["step"]) / max(now - clock["t"], 1e-9)
-    clock["t"], clock["step"] = now, step
+    if last_step is not None:
+      out["train/steps_per_sec"] = (step - last_step) / max(now - last_time, 1e-9)
+    last_time, last_step = now, step
     run.writer.write(step, out)
 
   samplers = {}
@@ -178,26 +138,27 @@ def make_hooks(run):
       return
     key = (run.setup.arch, scfg.num)
     if key not in samplers:  # the architecture may change after pruning
-      samplers[key] = state_lib.make_sampler(run.setup, scfg, scfg.num, run.dataset.info.get("value_range"))
+      samplers[key] = sampling.make_sampler(run.setup, scfg, scfg.num, value_range)
     x = samplers[key](run.state["ema"], jax.random.PRNGKey(config.seed + 1))
-    report.save_grid(jax.device_get(x), os.path.join(run.workdir, "samples", f"step_{step:07d}.png"),
-                     run.dataset.info.get("value_range"))
+    report.save_grid(jax.device_get(x), workdir_lib.path(
+        run.workdir, workdir_lib.SAMPLES, f"step_{step:07d}.png"), value_range)
 
   def checkpoint(step, metrics):
     if step % config.checkpoint.every == 0 or step == total:
       run.save(step)
 
-  tracker = []  # built on first use: it computes the closed-form losses once
+  tracker = None  # built on first use: it computes the closed-form losses once
 
   def track(step, metrics):
+    nonlocal tracker
     if not _every(config.memo.every, step, total):
       return
-    if not tracker:
-      tracker.append(memorization.GapTracker(
-          run.setup.sched, run.dataset, config.memo.probe, config.memo.buckets,
-          config.diffusion.weighting, config.seed))
-    run.writer.write(step, tracker[0](run.setup.arch, lambda p: state_lib.make_eps_fn(run.setup, p),
-                                      run.state["params"], run.state["ema"]))
+    if tracker is None:
+      tracker = memorization.GapTracker(run.setup.sched, run.dataset, config.memo.probe,
+                                        config.memo.buckets, config.diffusion.weighting,
+                                        config.seed)
+    run.writer.write(step, tracker(run.setup.arch, lambda p: state_lib.make_eps_fn(run.setup, p),
+                                   run.state["params"], run.state["ema"]))
 
   def prune(step, metrics):
     if run.pruned is None and step == config.prune.at_step:
@@ -211,11 +172,8 @@ def make_hooks(run):
 
   # pruning comes first so that tracking and the checkpoint of this step see the new model;
   # evaluation precedes the checkpoint so that a run stopped during it evaluates again
-  return [("log", log), ("prune", prune), ("memo", track), ("samples", samples),
+  return [("log", log_metrics), ("prune", prune), ("memo", track), ("samples", samples),
           ("eval", evaluation), ("checkpoint", checkpoint)]
-
-
-CONTROL_DIR = "control"  # the equally fine-tuned, unpruned control of a run's prune
 
 
 def control_config(config):
@@ -228,7 +186,7 @@ def control_config(config):
 
 def _save_control_start(run, step):
   """The unpruned state at the prune: where the control starts (written once)."""
-  directory = os.path.join(run.workdir, CONTROL_DIR, "checkpoints")
+  directory = workdir_lib.path(run.workdir, workdir_lib.CONTROL, workdir_lib.CHECKPOINTS)
   if os.path.isdir(os.path.join(directory, str(step))):
     return
   ckpt = checkpointing.Checkpointer(directory, run.config.checkpoint.keep, async_save=False)
@@ -258,17 +216,17 @@ def prune_now(run, step):
 def _check_finite(step, loss):
   """Host-device sync point: reads one scalar of an already finished step."""
   if not np.isfinite(float(loss)):
-    raise steps.NonFiniteLossError(
+    raise train_step.NonFiniteLossError(
         f"non-finite train/loss ({float(loss)}) at step {step}; the run stopped and the "
         "last good checkpoint was kept. Lower config.train.lr or check the data.")
 
 
 def train_and_evaluate(config, workdir, extra_hooks=()):
   """Trains (or resumes) a DiT per `config` in `workdir`, then evaluates; returns the Run."""
-  config = configlib.finalize(config)
+  config = config_check.finalize(config)
   workdir = os.path.abspath(workdir)  # orbax needs absolute paths
   mesh = sharding.make_mesh()
-  configlib.validate(config, mesh.devices.size)
+  config_check.validate(config, mesh.devices.size)
   dataset = data_lib.load(config.data, config.seed)
   # labels condition the model only when asked: memorization is studied unconditionally
   num_classes = dataset.num_classes if config.data.conditional else 0
@@ -279,11 +237,11 @@ def train_and_evaluate(config, workdir, extra_hooks=()):
   lock = workdir_lock.acquire(workdir, need_bytes=16 * dit.num_params(arch))
   ckpt = None
   try:
-    ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
+    ckpt = checkpointing.Checkpointer(workdir_lib.path(workdir, workdir_lib.CHECKPOINTS),
                                       config.checkpoint.keep, cleanup=True)
-    run = Run(config, workdir, dataset, state_lib.make_setup(config, arch), mesh, ckpt, None)
+    run = Run(config, workdir, dataset, state_lib.make_setup(config, arch), mesh, ckpt)
     start = _restore_or_init(run, jax.random.PRNGKey(config.seed))
-    _write_config(config, workdir)
+    workdir_lib.write_config(config, workdir)
     run.writer = writers.MetricWriter(workdir)
     try:
       _loop(run, start, extra_hooks)
@@ -319,8 +277,9 @@ def _loop(run, start, extra_hooks):
   pending = None
   try:
     for step in range(start + 1, config.train.steps + 1):
-      batch = steps.get_batch(run.dataset, config.seed, step - 1, config.train.batch_size,
-                              labels=bool(run.setup.arch.num_classes))
+      batch = train_step.get_batch(run.dataset, config.seed, step - 1,
+                                   config.train.batch_size,
+                                   labels=bool(run.setup.arch.num_classes))
       run.state, metrics = run.step_fn(run.state, sharding.put_batch(batch, run.mesh))
       if pending is not None:  # checked one step late so dispatch stays asynchronous
         _check_finite(*pending)
@@ -355,7 +314,7 @@ def _evaluate(run, name=None, top_level=True):
   """Samples the current EMA weights and measures them.
 
   Every evaluation goes into eval.json's "by_step" and metrics.jsonl (eval/...);
-  with top_level it is also the file's summary (under `name` if given) and
+  with top_level it is also the file's summary (or its section `name`) and
   draws report/.
   """
   config = run.config
@@ -364,12 +323,13 @@ def _evaluate(run, name=None, top_level=True):
   summary, extras = evaluate.evaluate(config, run.setup, run.state["ema"], run.dataset,
                                       config.eval.num, config.seed)
   summary["step"] = step
-  entry = {"by_step": {str(step): summary}}
+  sections = {"by_step": {str(step): summary}}
   if top_level:
     evaluate.write_report(run.workdir, run.setup.sched, extras, run.dataset,
                           prefix=f"{name}_" if name else "")
-    entry.update({name: summary} if name else summary)
-  evaluate.write_eval(run.workdir, entry)
+    if name:
+      sections[name] = summary
+  workdir_lib.write_eval(run.workdir, summary if top_level and not name else None, **sections)
   run.writer.write(step, {f"eval/{k}": summary[k] for k in EVAL_METRICS if k in summary})
   return summary
 
@@ -378,15 +338,16 @@ def _evaluate_at_end(run):
   summary = _evaluate(run)
   if run.pruned is None:
     return summary
-  evaluate.write_eval(run.workdir, {"prune": run.pruned})
+  workdir_lib.write_eval(run.workdir, prune=run.pruned)
   if run.before is None:  # evaluated before an interruption: eval.json kept it
-    run.before = evaluate.read_eval(run.workdir).get("before_prune")
+    run.before = workdir_lib.read_eval(run.workdir).get("before_prune")
   if run.config.prune.control:
     log.info("the control: the unpruned model fine-tuned the same %d steps",
              run.config.train.steps - run.pruned["step"])
-    run.control = train_and_evaluate(control_config(run.config),
-                                     os.path.join(run.workdir, CONTROL_DIR)).summary
-    evaluate.write_eval(run.workdir, {"control": run.control})
+    run.control = train_and_evaluate(
+        control_config(run.config),
+        workdir_lib.path(run.workdir, workdir_lib.CONTROL)).summary
+    workdir_lib.write_eval(run.workdir, control=run.control)
   evaluate.write_before_after(run.workdir, run.before, summary, run.pruned, run.control)
   return summary
 
@@ -399,28 +360,3 @@ def _install_sigterm(run):
     return signal.signal(signal.SIGTERM, handler)
   except ValueError:  # not the main thread: leave signals to the caller
     return None
-
-
-
-def prune_workdir(src, dst, **prune_fields):
-  """One-shot pruning of the newest checkpoint of `src` into a new workdir `dst`.
-
-  `src` is only read. `dst` gets config.json (with config.prune filled in) and a
-  checkpoint at the same step holding the pruned state, so that
-  `train_and_evaluate(config, dst)` with more steps fine-tunes it.
-  """
-  config, setup, state, meta = state_lib.load_workdir(src)
-  config.prune.update(prune_fields)
-  config.prune.at_step = step = meta["step"]
-  configlib.validate(config)
-  dst = os.path.abspath(dst)
-  if os.path.exists(os.path.join(dst, "checkpoints")):
-    raise ValueError(f"{dst} already holds checkpoints; pick a new output workdir.")
-  dataset = data_lib.load(config.data, config.seed)
-  arch, state, record = pruning.prune(config, setup, state, dataset, sharding.make_mesh(), step)
-  os.makedirs(dst, exist_ok=True)
-  ckpt = checkpointing.Checkpointer(os.path.join(dst, "checkpoints"), config.checkpoint.keep)
-  ckpt.save(step, state, dict(meta, arch=arch.to_json(), pruned=record), force=True)
-  ckpt.close()
-  _write_config(config, dst)
-  return config, record

@@ -7,6 +7,8 @@ import os
 import numpy as np
 from tensorboardX import SummaryWriter
 
+from dit_jax import workdir as workdir_lib
+
 
 def _scalar(v):
   v = float(np.asarray(v))
@@ -18,7 +20,7 @@ class MetricWriter:
 
   def __init__(self, workdir, tensorboard=True):
     os.makedirs(workdir, exist_ok=True)
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.path = workdir_lib.path(workdir, workdir_lib.METRICS)
     self._file = open(self.path, "a", encoding="utf-8")
     self._tb = SummaryWriter(logdir=workdir, flush_secs=30) if tensorboard else None
 
@@ -46,7 +48,7 @@ class MetricWriter:
 
 def read_metrics(workdir):
   """Rows of metrics.jsonl; for a step logged twice (a resumed run) the last wins."""
-  path = os.path.join(workdir, "metrics.jsonl")
+  path = workdir_lib.path(workdir, workdir_lib.METRICS)
   by_step = {}
   if os.path.exists(path):
     with open(path, encoding="utf-8") as f:
@@ -55,3 +57,13 @@ def read_metrics(workdir):
           row = json.loads(line)
           by_step.setdefault(row["step"], {}).update(row)
   return [by_step[s] for s in sorted(by_step)]
+
+
+def median_steps_per_sec(rows, first=0, last=math.inf):
+  """Median train/steps_per_sec of the rows logged at steps in (first, last]; nan if none.
+
+  After a prune, start one log interval late: that interval holds the re-compile.
+  """
+  rates = [r["train/steps_per_sec"] for r in rows
+           if "train/steps_per_sec" in r and first < r["step"] <= last]
+  return float(np.median(rates)) if rates else float("nan")

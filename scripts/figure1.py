@@ -52,8 +52,7 @@ def main(argv):
   sched = diffusion.Schedule("vp", t0=1e-3, t_max=10.0)
   ts = np.geomspace(1e-3, 3.0, 16)
   results = {"d": d, "k": k, "t": ts.tolist(), "curves": {}}
-  import matplotlib.pyplot as plt  # Agg was chosen by dit_jax.report
-  fig, ax = plt.subplots(figsize=(5.5, 4))
+  fig, (ax,) = report.new_figure(width=5.5, height=4)
   for n in map(int, FLAGS.n):
     comp = rng.integers(0, k, n)
     train = jnp.asarray(mu[comp] + rng.normal(size=(n, d)).astype(np.float32))

@@ -5,7 +5,7 @@
 """
 from absl import app, flags
 
-from dit_jax import report
+from dit_jax import report, writers
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("workdirs", None, "Training workdirs.")
@@ -21,7 +21,8 @@ def main(argv):
   labels = FLAGS.labels or FLAGS.workdirs
   if len(labels) != len(FLAGS.workdirs):
     raise app.UsageError("--labels needs one label per workdir.")
-  print("wrote", report.compare_runs(FLAGS.workdirs, labels, FLAGS.key, FLAGS.out, FLAGS.title))
+  runs = [writers.read_metrics(w) for w in FLAGS.workdirs]
+  print("wrote", report.compare_runs(runs, labels, FLAGS.key, FLAGS.out, FLAGS.title))
 
 
 if __name__ == "__main__":

@@ -26,9 +26,9 @@ def main(argv):
   cli.setup()
   out = FLAGS.out or f"{FLAGS.workdir.rstrip('/')}-{FLAGS.method}-{FLAGS.ratio:g}"
   with cli.friendly_errors():
-    config, record = train.prune_workdir(
+    config, record = pruning.prune_workdir(
         FLAGS.workdir, out, ratio=FLAGS.ratio, mlp_ratio=FLAGS.mlp_ratio,
-        method=FLAGS.method, target=FLAGS.target)
+        method=FLAGS.method, target=FLAGS.target, finetune_steps=FLAGS.finetune_steps)
     print(f"pruned step {record['step']}: heads {record['heads_before']} -> {record['heads']}, "
           f"mlp {record['mlp_before']} -> {record['mlp']}, params "
           f"{record['num_params_before']} -> {record['num_params']}; wrote {out}")

@@ -6,7 +6,7 @@ import os
 
 from absl import app, flags
 
-from dit_jax import cli, state as state_lib
+from dit_jax import cli, sampling
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "A training workdir.")
@@ -24,7 +24,7 @@ def main(argv):
   cli.setup()
   with cli.friendly_errors():
     path = FLAGS.out or os.path.join(FLAGS.workdir, "samples.png")
-    step = state_lib.sample_to_png(FLAGS.workdir, path, num=FLAGS.num, seed=FLAGS.seed,
+    step = sampling.sample_to_png(FLAGS.workdir, path, num=FLAGS.num, seed=FLAGS.seed,
                                method=FLAGS.method, steps=FLAGS.steps,
                                guidance=FLAGS.guidance)
   print(f"wrote {FLAGS.num} samples of step {step} to {path}")

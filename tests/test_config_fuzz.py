@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from configs import default
-from dit_jax import configlib
+from dit_jax import config_check, configlib
 
 NAN, INF = float("nan"), float("inf")
 non_finite = st.sampled_from([NAN, INF, -INF])
@@ -89,7 +89,7 @@ def assert_rejected(overrides, field):
   config = config_with(overrides)
   before = len(compiles)
   with pytest.raises(ValueError, match=re.escape(f"config.{field}")):
-    configlib.validate(configlib.finalize(config))
+    config_check.validate(config_check.finalize(config))
   assert len(compiles) == before, "validation compiled something"
 
 
@@ -124,7 +124,7 @@ def test_several_invalid_values_name_one_of_them(fields, data):
   overrides = {f: data.draw(INVALID[f]) for f in fields}
   config = config_with(overrides)
   with pytest.raises(ValueError) as e:
-    configlib.validate(configlib.finalize(config))
+    config_check.validate(config_check.finalize(config))
   assert any(f"config.{f}" in str(e.value) for f in fields), (str(e.value), overrides)
 
 
@@ -138,7 +138,7 @@ def test_valid_values_pass(lr, ema, b, dropout, warmup, every, steps, num_steps)
                         "model.class_dropout": dropout, "train.warmup_steps": warmup,
                         "sample.every": every, "sample.steps": steps,
                         "diffusion.num_steps": num_steps, "memo.every": every})
-  configlib.validate(configlib.finalize(config))
+  config_check.validate(config_check.finalize(config))
 
 
 def test_the_compile_counter_counts():

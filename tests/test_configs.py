@@ -3,7 +3,7 @@ import importlib
 
 import pytest
 
-from dit_jax import configlib
+from dit_jax import config_check, configlib
 
 CONFIGS = ["default", "gmm", "cifar10_5k"]
 
@@ -12,7 +12,7 @@ CONFIGS = ["default", "gmm", "cifar10_5k"]
 @pytest.mark.parametrize("arg", [None, "runlocal"])
 def test_configs_validate(name, arg):
   config = importlib.import_module(f"configs.{name}").get_config(arg)
-  configlib.validate(configlib.finalize(config))
+  config_check.validate(config_check.finalize(config))
   if arg == "runlocal":
     assert config.train.steps <= 50 and config.model.depth <= 2
 
@@ -31,7 +31,7 @@ def test_config_arguments():
 
 def test_finalize_spells_out_per_block_widths():
   from configs import default
-  config = configlib.finalize(default.get_config())
+  config = config_check.finalize(default.get_config())
   assert config.model.heads == (4, 4, 4, 4)
   assert config.model.mlp == (512, 512, 512, 512)
 
@@ -58,7 +58,7 @@ def test_prune_sweep_points():
   assert scratch["overrides"]["train.steps"] == 6000
   assert by_name["original-s0"]["overrides"]["eval.at_steps"] == (4250, 4500, 5000, 6000)
   for data in ("digits", "gmm"):
-    configlib.validate(configlib.finalize(sweep.get_config(f"data={data}")))
+    config_check.validate(config_check.finalize(sweep.get_config(f"data={data}")))
   with pytest.raises(ValueError, match="budget 'h30'"):
     sweep.get_sweep("budgets=h30")
 
@@ -70,4 +70,23 @@ def test_bad_prune_fields():
     config = default.get_config()
     config.prune[field] = value
     with pytest.raises(ValueError, match=rf"config\.prune\.{match}"):
-      configlib.validate(configlib.finalize(config))
+      config_check.validate(config_check.finalize(config))
+
+
+def test_finetune_steps_is_a_floor_not_an_override():
+  """A pruned run continued with more steps continues (finalize used to reset steps)."""
+  from configs import default
+  config = default.get_config("runlocal")
+  config.prune.at_step, config.prune.finetune_steps, config.train.steps = 10, 5, 30
+  assert config_check.finalize(config).train.steps == 30
+  config_check.validate(config_check.finalize(config))
+  config.train.steps = 12
+  with pytest.raises(ValueError, match=r"config\.train\.steps=12 ends before .* = 15"):
+    config_check.validate(config_check.finalize(config))
+
+
+def test_finalize_is_idempotent_and_spells_out_the_model():
+  from configs import default
+  once = config_check.finalize(default.get_config())
+  assert once.model.head_dim == 32 and once.model.depth == 4
+  assert config_check.finalize(once).to_dict() == once.to_dict()

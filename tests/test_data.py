@@ -11,16 +11,15 @@ import tensorflow_datasets as tfds
 from etils import epath
 from PIL import Image
 
-from dit_jax import data, datasets
+from dit_jax import configlib, data, datasets
 
 
 def make_cfg(name="digits", data_dir=None, gmm=None, **overrides):
-  """config.data as the trainer passes it; gmm entries override the defaults."""
-  fields = dict(name=name, n_train=32, n_select=24, n_test=40, image_size=8, channels=1,
-                data_dir=data_dir, conditional=False,
-                gmm=dict(dict(k=8, scale=2.0, cov_scale=1.0, cov_diag=None, size=20000,
-                              data_seed=0), **(gmm or {})))
-  return ml_collections.ConfigDict(dict(fields, **overrides))
+  """config.data as the trainer passes it: the base config's, with overrides."""
+  fields = configlib.base_config().data.to_dict()
+  fields.update(name=name, n_train=32, n_select=24, n_test=40, data_dir=data_dir)
+  fields["gmm"].update(gmm or {})
+  return ml_collections.ConfigDict(dict(fields, **overrides))  # any type: checks must catch it
 
 
 def to_model(images):
@@ -375,6 +374,22 @@ def test_check_config_rejects(overrides, phrase):
 
 
 def test_check_config_accepts_the_base_config():
-  from dit_jax import configlib
   data.check_config(configlib.base_config().data)
   data.check_config(make_cfg())
+
+
+def test_gmm_weights_are_a_config_field(tmp_path):
+  from dit_jax import memorization
+  weights = (0.7, 0.1, 0.1, 0.1)
+  gmm = dict(k=4, size=4000, weights=weights)
+  cfg = make_cfg("gmm", str(tmp_path), image_size=2, gmm=gmm, n_train=2000, n_select=1000,
+                 n_test=1000, conditional=True)  # labels: the component of each sample
+  ds = data.load(cfg, seed=0)
+  assert ds.info["gmm"]["weights"] == list(weights)
+  np.testing.assert_allclose(memorization.gmm_params(ds.info)[2], weights, rtol=1e-6)
+  comp = np.concatenate([ds.train_y, ds.select_y, ds.test_y])
+  np.testing.assert_allclose(np.bincount(comp, minlength=4) / 4000, weights, atol=0.025)
+  uniform = data.load(make_cfg("gmm", str(tmp_path), image_size=2, gmm=dict(k=4, size=500)), 0)
+  assert uniform.info["gmm"]["weights"] == [0.25] * 4
+  with pytest.raises(ValueError, match=r"config\.data\.gmm\.weights must be 4 positive"):
+    data.check_config(make_cfg("gmm", image_size=2, gmm=dict(k=4, weights=(0.5, 0.5))))

@@ -88,7 +88,7 @@ def test_heun_is_more_accurate_than_ddim_per_step():
 
 
 def test_unknown_sampler():
-  with pytest.raises(ValueError, match="sampler"):
+  with pytest.raises(ValueError, match="config.sample.method"):
     diffusion.sample(lambda x, t: x, SCHEDS[0], jax.random.PRNGKey(0), (1, 2, 2, 1),
                      method="euler")
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from dit_jax import configlib
 from dit_jax.models import dit
 
 
@@ -54,10 +55,19 @@ def test_uneven_blocks_and_counts():
   assert full - dit.flops_per_image(arch) == 3 * per_head + 56 * per_unit
 
 
+def model_cfg(**overrides):
+  """config.model: the base config's, with overrides (of any type: checks must catch it)."""
+  return ml_collections.ConfigDict(dict(configlib.base_config().model.to_dict(), **overrides))
+
+
+def test_depth_follows_a_per_block_head_list():
+  arch = dit.arch_from_config(model_cfg(heads=(4, 2, 1)), 8, 1, 0)
+  assert arch.depth == 3 and arch.mlp == (512,) * 3 and arch.head_dim == 32
+
+
 def test_default_preset_size():
   """The DESIGN's probe DiT: tiny/2 on 8x8x1 is about 1.3M parameters."""
-  cfg = ml_collections.ConfigDict(dict(variant="tiny/2"))
-  arch = dit.arch_from_config(cfg, 8, 1, 0)
+  arch = dit.arch_from_config(model_cfg(variant="tiny/2"), 8, 1, 0)
   assert arch.heads == (4,) * 4 and arch.mlp == (512,) * 4 and arch.head_dim == 32
   assert 1.2e6 < dit.num_params(arch) < 1.4e6
 
@@ -66,17 +76,18 @@ def test_default_preset_size():
     (dict(variant="tiny/2", hidden=100, heads=3), "config.model.hidden"),
     (dict(variant="tiny/3"), "config.model.variant"),
     (dict(variant="huge/2"), "config.model.variant"),
-    (dict(variant="tiny/2", heads=(4, 4)), "config.model.heads"),
+    (dict(variant="tiny/2", heads=(4, 4), depth=3), "config.model.heads"),
+    (dict(variant="tiny/2", mlp=(64, 0, 64, 64)), "config.model.mlp"),
     (dict(variant="tiny/4", dtype="int8"), "config.model.dtype"),
 ])
 def test_bad_model_config(overrides, field):
   with pytest.raises(ValueError, match=field.replace(".", r"\.")):
-    dit.arch_from_config(ml_collections.ConfigDict(overrides), 8, 1, 0)
+    dit.arch_from_config(model_cfg(**overrides), 8, 1, 0)
 
 
 def test_image_size_not_divisible_by_patch():
   with pytest.raises(ValueError, match=r"config\.data\.image_size=6"):
-    dit.arch_from_config(ml_collections.ConfigDict(dict(variant="tiny/4")), 6, 1, 0)
+    dit.arch_from_config(model_cfg(variant="tiny/4"), 6, 1, 0)
 
 
 def test_bfloat16_compute_keeps_float32_params_and_output():
@@ -88,22 +99,48 @@ def test_bfloat16_compute_keeps_float32_params_and_output():
   assert out.dtype == jnp.float32
 
 
-def test_cotangent_fence_keeps_values_and_gradients(monkeypatch):
+def test_cotangent_fence_keeps_values_and_gradients():
   """The XLA:CPU fence only reroutes the backward: same values, same gradients up to
   the order XLA sums in (the identity product itself is exact)."""
   arch = tiny_arch(heads=(4, 2), mlp=(64, 16))
-  graphdef, _ = dit.abstract_model(arch)
   params = jax.tree.map(lambda p: p + 0.1, dit.init_params(arch, jax.random.PRNGKey(0)))
   x = jax.random.normal(jax.random.PRNGKey(1), (3, 8, 8, 1))
   t = jnp.array([0.1, 0.5, 0.9])
 
   def value_and_grad(fenced):
-    monkeypatch.setattr(dit, "fence_cotangents", lambda: fenced)
+    graphdef, _ = dit.abstract_model(arch, fence=fenced)
     loss = lambda p: jnp.sum(dit.apply(graphdef, p, x, t) ** 2)
-    return jax.jit(jax.value_and_grad(loss))(params)
+    return jax.jit(jax.value_and_grad(loss))(params), jax.jit(jax.grad(loss)).lower(
+        params).as_text()
 
-  (v0, g0), (v1, g1) = value_and_grad(False), value_and_grad(True)
+  ((v0, g0), text0), ((v1, g1), text1) = value_and_grad(False), value_and_grad(True)
   assert v0 == v1
   assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(g0))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8), g0, g1)
-  assert dit.fence_cotangents() == (jax.default_backend() == "cpu")
+  assert text0.count("dot_general") < text1.count("dot_general")  # the fence's products
+  assert dit.resolve_fence("auto") == (jax.default_backend() == "cpu")
+  assert dit.resolve_fence("on") and not dit.resolve_fence("off")
+  with pytest.raises(ValueError, match="config.model.fence"):
+    dit.resolve_fence("maybe")
+
+
+def test_labels_and_guidance_change_the_output():
+  from dit_jax import configlib as cl, sampling, state as state_lib
+  arch = tiny_arch(num_classes=3)
+  params = dit.init_params(arch, jax.random.PRNGKey(0))
+  # leave adaLN-Zero's identity so that the conditioning reaches the output
+  params = jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.PRNGKey(1), p.shape),
+                        params)
+  graphdef, _ = dit.abstract_model(arch)
+  x, t = jax.random.normal(jax.random.PRNGKey(2), (2, 8, 8, 1)), jnp.array([0.3, 0.6])
+  out = lambda y: np.asarray(dit.apply(graphdef, params, x, t, y))
+  y0, y1 = out(jnp.array([0, 0])), out(jnp.array([1, 1]))
+  assert np.abs(y0 - y1).max() > 1e-3 and np.abs(y0 - out(None)).max() > 1e-3
+  config = cl.base_config()
+  setup = state_lib.make_setup(config, arch)
+
+  def draw(guidance):
+    scfg = cl.with_overrides(config, {"sample.guidance": guidance, "sample.steps": 4}).sample
+    return np.asarray(sampling.make_sampler(setup, scfg, 4, None)(params,
+                                                                   jax.random.PRNGKey(3)))
+  assert np.abs(draw(1.0) - draw(3.0)).max() > 1e-3

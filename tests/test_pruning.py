@@ -9,7 +9,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from dit_jax import cli, configlib, pruning, state as state_lib, steps as steps_lib, train
+from dit_jax import cli, config_check, configlib, importance, pruning, state as state_lib, train
+from dit_jax import train_step
 from dit_jax.models import dit
 from tests.test_train import final_params, tiny
 
@@ -17,7 +18,7 @@ from tests.test_train import final_params, tiny
 def setup_and_state(seed=0, heads=(4, 4), mlp=(64, 64)):
   arch = dit.Arch(image_size=8, channels=1, patch=2, hidden=32, head_dim=8, heads=heads,
                   mlp=mlp)
-  config = configlib.finalize(tiny(None))
+  config = config_check.finalize(tiny(None))
   setup = state_lib.make_setup(config, arch)
   state = state_lib.init_state(setup, jax.random.PRNGKey(seed))
   # leave adaLN-Zero's identity: random weights everywhere so every unit matters
@@ -62,12 +63,13 @@ def test_a_head_that_is_never_used_is_least_important():
   data = type("D", (), {})()
   data.train_x = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (16, 8, 8, 1)))
   data.select_x = np.asarray(jax.random.normal(jax.random.PRNGKey(1), (16, 8, 8, 1)))
-  pcfg = ml_collections.ConfigDict(dict(batches=2, batch_size=8))
+  pcfg = configlib.with_overrides(configlib.base_config(), {"prune.batches": 2,
+                                                            "prune.batch_size": 8}).prune
   for method in ("head_grad", "magnitude", "contrast"):
-    heads, _ = pruning.importance(method, setup, p, data, pcfg, seed=0)
+    heads, _ = importance.importance(method, setup, p, data, pcfg, seed=0)
     flat = np.concatenate(heads)
     assert np.argmin(flat) == 4 + 2, method  # block 1, head 2
-  keep_h, _ = pruning.plan(pruning.importance("head_grad", setup, p, data, pcfg, 0), 0.125, 0.0)
+  keep_h, _ = pruning.plan(importance.importance("head_grad", setup, p, data, pcfg, 0), 0.125, 0.0)
   assert [list(k) for k in keep_h] == [[0, 1, 2, 3], [0, 1, 3]]
 
 
@@ -140,7 +142,7 @@ def test_one_shot_prune_of_a_workdir(tmp_path, data_dir):
   src, dst = str(tmp_path / "src"), str(tmp_path / "dst")
   train.train_and_evaluate(tiny(data_dir), src)
   before = sorted(os.listdir(os.path.join(src, "checkpoints")))
-  config, record = train.prune_workdir(src, dst, ratio=0.5, method="magnitude",
+  config, record = pruning.prune_workdir(src, dst, ratio=0.5, method="magnitude",
                                        batches=2, batch_size=8)
   assert sorted(os.listdir(os.path.join(src, "checkpoints"))) == before  # source untouched
   assert sum(record["heads"]) == 4
@@ -150,7 +152,7 @@ def test_one_shot_prune_of_a_workdir(tmp_path, data_dir):
   run = train.train_and_evaluate(config, dst)  # fine-tunes the pruned model
   assert int(run.state["step"]) == 25 and run.setup.arch.heads == tuple(record["heads"])
   with pytest.raises(ValueError, match="already holds checkpoints"):
-    train.prune_workdir(src, dst, ratio=0.5)
+    pruning.prune_workdir(src, dst, ratio=0.5)
 
 
 def test_capacity_criterion_looks_where_the_model_generalizes():
@@ -168,9 +170,9 @@ def test_capacity_criterion_looks_where_the_model_generalizes():
 
 
 def test_ema_restarts_at_the_prune():
-  config = configlib.finalize(tiny(None, **{"prune.at_step": 10, "prune.finetune_steps": 10}))
+  config = config_check.finalize(tiny(None, **{"prune.at_step": 10, "prune.finetune_steps": 10}))
   d = config.train.ema_decay
-  decay = lambda step, cfg=config: float(steps_lib.ema_decay(cfg, step))
+  decay = lambda step, cfg=config: float(train_step.ema_decay(cfg, step))
   assert decay(9) == pytest.approx(d)
   assert decay(10) == 0.0  # the first step after the prune: the EMA is the new weights
   assert decay(11) == pytest.approx(0.5) and decay(13) == pytest.approx(0.75)  # running mean
@@ -186,7 +188,7 @@ def test_choosing_never_reads_the_test_split(data_dir):
   choices when every test image is replaced by noise."""
   import dataclasses
   from dit_jax import data as data_lib, sharding
-  config = configlib.finalize(tiny(data_dir, **{
+  config = config_check.finalize(tiny(data_dir, **{
       "prune.batches": 2, "prune.batch_size": 8, "prune.capacity_steps": 2,
       "prune.capacity_ratios": (0.25, 0.5), "prune.capacity_probe": 16}))
   dataset = data_lib.load(config.data, config.seed)
@@ -196,10 +198,10 @@ def test_choosing_never_reads_the_test_split(data_dir):
   setup = state_lib.make_setup(config, setup.arch)
   mesh = sharding.make_mesh()
   for method in ("head_grad", "contrast"):
-    a = pruning.importance(method, setup, state["params"], dataset, config.prune, 0)
-    b = pruning.importance(method, setup, state["params"], noisy, config.prune, 0)
+    a = importance.importance(method, setup, state["params"], dataset, config.prune, 0)
+    b = importance.importance(method, setup, state["params"], noisy, config.prune, 0)
     jax.tree.map(np.testing.assert_array_equal, a, b)
-  scores = pruning.importance("contrast", setup, state["params"], dataset, config.prune, 0)
+  scores = importance.importance("contrast", setup, state["params"], dataset, config.prune, 0)
   run = lambda ds: pruning.capacity_search(config, setup, state, ds, mesh, 0, scores)
   (ratio_a, path_a), (ratio_b, path_b) = run(dataset), run(noisy)
   assert ratio_a == ratio_b and path_a == path_b
@@ -210,7 +212,7 @@ def test_per_example_mask_gradients_match_one_example_at_a_time():
   x = jax.random.normal(jax.random.PRNGKey(3), (4, 8, 8, 1))
   t = jnp.array([5, 100, 400, 900])
   noise = jax.random.normal(jax.random.PRNGKey(4), x.shape)
-  heads, mlp = pruning.example_mask_grads(setup, state["params"], x, t, noise)
+  heads, mlp = importance.example_mask_grads(setup, state["params"], x, t, noise)
   assert heads[0].shape == (4, 4) and mlp[1].shape == (4, 64)
   from dit_jax import diffusion
   for i in range(4):
@@ -232,5 +234,41 @@ def test_specific_prunes_a_unit_that_serves_one_training_image_first():
   select = rng.uniform(1.0, 2.0, (64, 3))
   train = rng.uniform(1.0, 2.0, (16, 3))
   train[5, 1] = 50.0  # unit 1 stands out on training image 5
-  spec = pruning._specificity(train, select)
+  spec = importance._specificity(train, select)
   assert np.argmax(spec) == 1 and spec[1] > 5 * max(spec[0], spec[2])
+
+
+def test_surgery_cuts_the_ema_and_adam_moments_at_the_params_indices():
+  config, setup, state = setup_and_state()
+  # every entry tells which unit it belongs to, differently in each tree
+  def labelled(scale):
+    def one(path, x):
+      name = getattr(path[-1], "key", None)
+      axes = {**pruning.HEAD_AXES, **pruning.MLP_AXES}
+      if name not in axes or "blocks" not in [getattr(k, "key", None) for k in path]:
+        return x
+      ax = axes[name]
+      shape = [1] * x.ndim
+      shape[ax] = x.shape[ax]
+      return jnp.broadcast_to(scale * jnp.arange(x.shape[ax], dtype=x.dtype).reshape(shape),
+                              x.shape)
+    return lambda tree: jax.tree_util.tree_map_with_path(one, tree)
+  state = dict(state, params=labelled(1.0)(state["params"]), ema=labelled(2.0)(state["ema"]),
+               opt_state=labelled(3.0)(state["opt_state"]))
+  keep_h = [np.array([0, 3]), np.array([1, 2, 3])]
+  keep_m = [np.arange(0, 64, 2), np.arange(8, 64)]
+  _, new = pruning.surgery(setup.arch, state, keep_h, keep_m)
+  for tree, scale in (("params", 1.0), ("ema", 2.0), ("opt_state", 3.0)):
+    leaves = jax.tree_util.tree_leaves_with_path(new[tree])
+    seen = 0
+    for path, x in leaves:
+      keys = [getattr(k, "key", getattr(k, "idx", None)) for k in path]
+      if "blocks" not in keys or keys[-1] not in {**pruning.HEAD_AXES, **pruning.MLP_AXES}:
+        continue
+      block, name = keys[keys.index("blocks") + 1], keys[-1]
+      kept, ax = ((keep_h, pruning.HEAD_AXES) if name in pruning.HEAD_AXES
+                  else (keep_m, pruning.MLP_AXES))
+      got = np.moveaxis(np.asarray(x), ax[name], 0).reshape(x.shape[ax[name]], -1)[:, 0]
+      np.testing.assert_array_equal(got, scale * kept[block], err_msg=f"{tree} {keys}")
+      seen += 1
+    assert seen >= 12, tree  # 6 arrays x 2 blocks (the moments: mu and nu each)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from configs import default
-from dit_jax import configlib, state as state_lib, steps, train, writers
+from dit_jax import configlib, sampling, train, train_step, workdir as workdir_lib, writers
 
 
 def tiny(data_dir, **overrides):
@@ -17,7 +17,7 @@ def tiny(data_dir, **overrides):
 
 
 def final_params(workdir):
-  _, _, state, meta = state_lib.load_workdir(workdir)
+  _, _, state, meta = workdir_lib.load(workdir)
   return state, meta
 
 
@@ -76,14 +76,14 @@ def test_more_steps_continue_a_finished_run(tmp_path, data_dir, monkeypatch):
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, data_dir, monkeypatch):
   w = str(tmp_path / "w")
-  good = steps.get_batch
+  good = train_step.get_batch
   def poisoned(dataset, seed, step, batch_size, labels=False):
     batch = good(dataset, seed, step, batch_size, labels)
     if step == 12:  # the batch of step 13
       batch["x"] = np.full_like(batch["x"], np.nan)
     return batch
-  monkeypatch.setattr(steps, "get_batch", poisoned)
-  with pytest.raises(steps.NonFiniteLossError, match="at step 13"):
+  monkeypatch.setattr(train_step, "get_batch", poisoned)
+  with pytest.raises(train_step.NonFiniteLossError, match="at step 13"):
     train.train_and_evaluate(tiny(data_dir), w)
   state, meta = final_params(w)
   assert meta["step"] == 10
@@ -124,7 +124,7 @@ def test_class_conditional_training_and_guided_sampling(tmp_path, data_dir):
   assert run.setup.arch.num_classes == 10
   assert run.state["params"]["label_embed"].shape == (11, 64)  # + the null label
   out = str(tmp_path / "s.png")
-  assert state_lib.sample_to_png(w, out, num=4, steps=3, guidance=2.0) == 10
+  assert sampling.sample_to_png(w, out, num=4, steps=3, guidance=2.0) == 10
   assert os.path.getsize(out) > 0
 
 
@@ -135,12 +135,29 @@ def test_resume_refuses_a_changed_run_before_compiling(tmp_path, data_dir, monke
   w = tmp_path / "w"
   train.train_and_evaluate(tiny(data_dir, **{"train.steps": 10}), str(w))
   before = {p: p.stat().st_mtime_ns for p in w.rglob("*")}
-  built = steps.jit_train_step
-  monkeypatch.setattr(steps, "jit_train_step",
+  built = train_step.jit_train_step
+  monkeypatch.setattr(train_step, "jit_train_step",
                       lambda *a: pytest.fail("compiled a step for a refused run"))
   with pytest.raises(ValueError, match=rf"config\.{field.replace('.', '[.]')}: .* now"):
     train.train_and_evaluate(tiny(data_dir, **{"train.steps": 20, field: value}), str(w))
   assert {p: p.stat().st_mtime_ns for p in w.rglob("*")} == before
-  monkeypatch.setattr(steps, "jit_train_step", built)
+  monkeypatch.setattr(train_step, "jit_train_step", built)
   run = train.train_and_evaluate(tiny(data_dir, **{"train.steps": 20}), str(w))
   assert int(run.state["step"]) == 20  # the original config resumes
+
+
+def test_the_final_evaluation_holds_the_workdir_lock(tmp_path, data_dir, monkeypatch):
+  from dit_jax import evaluate, workdir_lock
+  w = str(tmp_path / "w")
+  real, seen = evaluate.evaluate, []
+
+  def checking(*args, **kwargs):
+    with pytest.raises(workdir_lock.WorkdirError, match="is training in workdir"):
+      workdir_lock.acquire(w)
+    seen.append(True)
+    return real(*args, **kwargs)
+  monkeypatch.setattr(evaluate, "evaluate", checking)
+  train.train_and_evaluate(tiny(data_dir, **{"eval.at_end": True, "eval.num": 8,
+                                             "train.steps": 10}), w)
+  assert seen == [True]
+  assert json.load(open(os.path.join(w, "config.json")))["model"]["fence"] == "auto"

@@ -11,6 +11,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
+from dit_jax.configlib import ConfigError
+
 _CHUNK = 4096  # samples generated per step: bounds memory for large d
 
 
@@ -21,6 +23,7 @@ class GmmConfig(tfds.core.BuilderConfig):
   shape: tuple = (8, 8, 1)
   scale: float = 2.0
   cov_diag: tuple = dataclasses.field(default=(), repr=False)  # d variances of Sigma
+  weights: tuple = ()  # K component weights
   size: int = 20000
   data_seed: int = 0
 
@@ -31,10 +34,11 @@ def _num(x):
 
 
 def gmm_config(k=8, shape=(8, 8, 1), scale=2.0, cov_scale=1.0, cov_diag=None,
-               size=20000, data_seed=0):
+               size=20000, data_seed=0, weights=None):
   """A GmmConfig whose name differs whenever any parameter differs.
 
   cov_diag: the diagonal of Sigma (d variances); None means cov_scale^2 * I.
+  weights: the K mixture weights, positive and summing to 1; None means uniform.
   """
   k, size, data_seed = int(k), int(size), int(data_seed)
   shape = tuple(int(s) for s in shape)
@@ -44,17 +48,25 @@ def gmm_config(k=8, shape=(8, 8, 1), scale=2.0, cov_scale=1.0, cov_diag=None,
   else:
     variances = np.asarray(cov_diag, np.float64)
     if variances.shape != (d,) or not np.all(variances > 0):
-      raise ValueError(f"config.data.gmm.cov_diag must be None or {d} positive variances "
+      raise ConfigError(f"config.data.gmm.cov_diag must be None or {d} positive variances "
                        f"(d = H*W*C of shape {shape}), got shape {variances.shape}.")
   if np.all(variances == variances[0]):
     cov_name = f"v{_num(variances[0])}"
   else:  # an arbitrary diagonal is too long for a name: hash it
     cov_name = "diag" + hashlib.sha1(variances.tobytes()).hexdigest()[:12]
+  if weights is None:
+    w, w_name = np.full(k, 1.0 / k), ""
+  else:
+    w = np.asarray(weights, np.float64)
+    if w.shape != (k,) or not np.all(w > 0) or abs(w.sum() - 1) > 1e-6:
+      raise ConfigError(f"config.data.gmm.weights must be {k} positive numbers summing to "
+                        f"1 (one per component, k={k}), got {tuple(np.ravel(w))}.")
+    w_name = "_w" + hashlib.sha1(w.tobytes()).hexdigest()[:12]
   name = (f"k{k}_{'x'.join(map(str, shape))}_s{_num(scale)}_{cov_name}"
-          f"_n{size}_seed{data_seed}")
+          f"_n{size}_seed{data_seed}{w_name}")
   return GmmConfig(name=name, description=f"GMM {name}", k=k, shape=shape,
-                   scale=float(scale), cov_diag=tuple(variances.tolist()), size=size,
-                   data_seed=data_seed)
+                   scale=float(scale), cov_diag=tuple(variances.tolist()),
+                   weights=tuple(w.tolist()), size=size, data_seed=data_seed)
 
 
 def mixture_params(config):
@@ -65,6 +77,10 @@ def mixture_params(config):
   return means, np.asarray(config.cov_diag, np.float64)
 
 
+def _uniform(config):
+  return np.allclose(config.weights, 1.0 / config.k, rtol=0, atol=1e-15)
+
+
 def sample(config):
   """Yields (index, component, x (H, W, C) float32) for all config.size samples."""
   means, cov_diag = mixture_params(config)
@@ -72,7 +88,10 @@ def sample(config):
   rng = np.random.default_rng([config.data_seed, 1])
   for start in range(0, config.size, _CHUNK):
     n = min(_CHUNK, config.size - start)
-    comp = rng.integers(config.k, size=n)
+    if _uniform(config):  # the draws of the uniform mixture, as before weights existed
+      comp = rng.integers(config.k, size=n)
+    else:
+      comp = rng.choice(config.k, size=n, p=np.asarray(config.weights))
     x = means[comp] + std * rng.standard_normal((n, means.shape[1]))
     x = x.astype(np.float32).reshape((n,) + tuple(config.shape))
     for i in range(n):
@@ -99,7 +118,7 @@ class Gmm(tfds.core.GeneratorBasedBuilder):
     means, cov_diag = mixture_params(config)
     metadata = tfds.core.MetadataDict(
         means=means.tolist(), cov_diag=cov_diag.tolist(),
-        weights=[1.0 / config.k] * config.k, shape=list(config.shape),
+        weights=list(config.weights), shape=list(config.shape),
         scale=config.scale, data_seed=config.data_seed)
     return tfds.core.DatasetInfo(
         builder=self,

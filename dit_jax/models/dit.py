@@ -13,6 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from dit_jax.configlib import ConfigError
+
 # name -> (hidden size, depth, heads); the DiT paper's S/B/L/XL plus a CPU size.
 VARIANTS = {
     "tiny": (128, 4, 4),
@@ -61,46 +63,73 @@ def parse_variant(variant):
   """'S/2' -> (hidden, depth, heads, patch), with a clear error otherwise."""
   name, _, patch = str(variant).partition("/")
   if name not in VARIANTS or not patch.isdigit() or int(patch) not in PATCHES:
-    raise ValueError(
+    raise ConfigError(
         f"config.model.variant={variant!r} is not NAME/PATCH with NAME in "
         f"{sorted(VARIANTS)} and PATCH in {list(PATCHES)}; e.g. 'tiny/2' or 'S/4'.")
   return VARIANTS[name] + (int(patch),)
 
 
-def arch_from_config(model_cfg, image_size, channels, num_classes):
-  """Resolves config.model (variant plus optional overrides) into an Arch."""
-  hidden, depth, heads, patch = parse_variant(model_cfg.variant)
-  hidden = model_cfg.get("hidden") or hidden
-  depth = model_cfg.get("depth") or depth
-  heads = model_cfg.get("heads") or heads
-  heads = tuple(heads) if isinstance(heads, (tuple, list)) else (int(heads),) * depth
-  if len(heads) != depth:
-    raise ValueError(f"config.model.heads has {len(heads)} entries but depth is "
-                     f"{depth}; give one head count per block or a single int.")
-  head_dim = model_cfg.get("head_dim") or 0
-  if isinstance(head_dim, bool) or not isinstance(head_dim, int) or head_dim < 0:
-    raise ValueError(f"config.model.head_dim must be an integer >= 0 (0: hidden // "
-                     f"max(heads)), got {head_dim!r}.")
+def _per_block(value, depth, field):
+  """An int or a per-block list as a tuple of depth positive ints."""
+  values = tuple(value) if isinstance(value, (tuple, list)) else (value,) * depth
+  if len(values) != depth:
+    raise ConfigError(f"config.model.{field} has {len(values)} entries but depth is "
+                      f"{depth}; give one entry per block or a single int.")
+  if any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in values):
+    raise ConfigError(f"config.model.{field} entries must be positive integers, "
+                      f"got {values!r}.")
+  return values
+
+
+def widths(model_cfg):
+  """(hidden, depth, heads, mlp, head_dim) of config.model, per-block lists spelled out.
+
+  The one place that resolves the variant's defaults: 0 / () fields take the
+  variant's value; depth follows len(heads) when heads is a list.
+  """
+  hidden, depth, heads, _ = parse_variant(model_cfg.variant)
+  for field in ("hidden", "depth", "head_dim"):
+    value = model_cfg[field]
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2 ** 16:
+      raise ConfigError(f"config.model.{field} must be an integer >= 0 (0: the "
+                        f"variant's), got {value!r}.")
+  hidden = model_cfg.hidden or hidden
+  given = model_cfg.heads
+  depth = model_cfg.depth or (len(given) if isinstance(given, (tuple, list)) and given
+                              else depth)
+  heads = _per_block(given or heads, depth, "heads")
+  ratio = model_cfg.mlp_ratio
+  if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 0:
+    raise ConfigError(f"config.model.mlp_ratio must be > 0, got {ratio!r}.")
+  mlp = _per_block(model_cfg.mlp or int(hidden * ratio), depth, "mlp")
+  head_dim = model_cfg.head_dim
   if not head_dim:
     if hidden % max(heads):
-      raise ValueError(f"config.model.hidden={hidden} is not divisible by "
-                       f"config.model.heads={max(heads)}; pick a hidden size that "
-                       "is a multiple of the head count, or set config.model.head_dim.")
+      raise ConfigError(f"config.model.hidden={hidden} is not divisible by "
+                        f"config.model.heads={max(heads)}; pick a hidden size that "
+                        "is a multiple of the head count, or set config.model.head_dim.")
     head_dim = hidden // max(heads)
-  mlp = model_cfg.get("mlp") or int(hidden * model_cfg.get("mlp_ratio", 4.0))
-  mlp = tuple(mlp) if isinstance(mlp, (tuple, list)) else (int(mlp),) * depth
-  if len(mlp) != depth:
-    raise ValueError(f"config.model.mlp has {len(mlp)} entries but depth is {depth}.")
+  return hidden, depth, heads, mlp, head_dim
+
+
+def arch_from_config(model_cfg, image_size, channels, num_classes):
+  """Resolves config.model (variant plus optional overrides) into an Arch."""
+  hidden, _, heads, mlp, head_dim = widths(model_cfg)
+  _, _, _, patch = parse_variant(model_cfg.variant)
   if image_size % patch:
-    raise ValueError(f"config.data.image_size={image_size} is not divisible by the "
-                     f"patch size {patch} of config.model.variant="
-                     f"{model_cfg.variant!r}; use a smaller patch.")
-  dtype = model_cfg.get("dtype", "float32")
-  if dtype not in ("float32", "bfloat16", "float16"):
-    raise ValueError(f"config.model.dtype={dtype!r}: use float32 or bfloat16.")
+    raise ConfigError(f"config.data.image_size={image_size} is not divisible by the "
+                      f"patch size {patch} of config.model.variant="
+                      f"{model_cfg.variant!r}; use a smaller patch.")
+  if model_cfg.dtype not in ("float32", "bfloat16", "float16"):
+    raise ConfigError(f"config.model.dtype={model_cfg.dtype!r}: use float32 or bfloat16.")
+  dropout = model_cfg.class_dropout
+  if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
+    raise ConfigError(f"config.model.class_dropout must be in [0, 1], got {dropout!r}.")
+  if model_cfg.fence not in FENCE_SETTINGS:
+    raise ConfigError(f"config.model.fence={model_cfg.fence!r}: use one of {FENCE_SETTINGS}.")
   return Arch(image_size=image_size, channels=channels, patch=patch,
               hidden=hidden, head_dim=head_dim, heads=heads,
-              mlp=mlp, num_classes=num_classes, dtype=dtype)
+              mlp=mlp, num_classes=num_classes, dtype=model_cfg.dtype)
 
 
 def patchify(img_BHWC, p):
@@ -170,7 +199,7 @@ def _cotangent_fence(x):
   adds 2*D^2 flops per token and norm (3% of a train step of the default model;
   the product is exact, only XLA's order of summation moves) and makes the step
   1.6-2x faster on the CPU at batch 32-128 (bench/cotangent_fence.py); other
-  backends do not need it and skip it (`fence_cotangents`).
+  backends do not need it (config.model.fence, `resolve_fence`).
   """
   return x
 
@@ -186,14 +215,22 @@ def _fence_bwd(_, g):
 _cotangent_fence.defvjp(_fence_fwd, _fence_bwd)
 
 
-def fence_cotangents():
-  """Whether the traced model fences its residual cotangents (XLA:CPU only)."""
-  return jax.default_backend() == "cpu"
+FENCE_SETTINGS = ("auto", "on", "off")
 
 
-def _fence_if_needed(x_BTD):
+def resolve_fence(setting):
+  """config.model.fence -> whether the model fences its residual cotangents.
+
+  "auto" fences on XLA:CPU only, the backend where it pays (on and off force it).
+  """
+  if setting not in FENCE_SETTINGS:
+    raise ConfigError(f"config.model.fence={setting!r}: use one of {FENCE_SETTINGS}.")
+  return setting == "on" or (setting == "auto" and jax.default_backend() == "cpu")
+
+
+def _fence_if(fence, x_BTD):
   """Fences the residual stream where a layer norm reads it."""
-  return _cotangent_fence(x_BTD) if fence_cotangents() else x_BTD
+  return _cotangent_fence(x_BTD) if fence else x_BTD
 
 
 def _per_example(mask):
@@ -204,9 +241,10 @@ def _per_example(mask):
 class Block(nnx.Module):
   """adaLN-Zero transformer block; `heads` and `mlp` are this block's own widths."""
 
-  def __init__(self, hidden, head_dim, heads, mlp, dtype, *, rngs):
+  def __init__(self, hidden, head_dim, heads, mlp, dtype, fence=False, *, rngs):
     d = hidden
     self.dtype = jnp.dtype(dtype)
+    self.fence = fence
     self.ada_w = _param(rngs, _zeros, (d, 6 * d))
     self.ada_b = _param(rngs, _zeros, (6 * d,))
     # xavier over the fused (D, 3*H*Dh) matrix, as a single Linear would be.
@@ -226,7 +264,7 @@ class Block(nnx.Module):
     mod = jax.nn.silu(c_BD) @ self.ada_w[...].astype(dt) + self.ada_b[...].astype(dt)
     sh1, sc1, g1, sh2, sc2, g2 = jnp.split(mod, 6, axis=-1)
 
-    x_BTD = _fence_if_needed(x_BTD)
+    x_BTD = _fence_if(self.fence, x_BTD)
     h = _modulate(_layer_norm(x_BTD), sh1, sc1)
     qkv_BT3HK = (jnp.einsum("btd,dshk->btshk", h, self.qkv_w[...].astype(dt))
                  + self.qkv_b[...].astype(dt))
@@ -237,7 +275,7 @@ class Block(nnx.Module):
     attn = jnp.einsum("bthk,hkd->btd", o_BTHK, self.out_w[...].astype(dt))
     x_BTD = x_BTD + g1[:, None] * (attn + self.out_b[...].astype(dt))
 
-    x_BTD = _fence_if_needed(x_BTD)
+    x_BTD = _fence_if(self.fence, x_BTD)
     h = _modulate(_layer_norm(x_BTD), sh2, sc2)
     u_BTM = jax.nn.gelu(h @ self.fc1_w[...].astype(dt) + self.fc1_b[...].astype(dt),
                         approximate=True)
@@ -250,8 +288,9 @@ class Block(nnx.Module):
 class DiT(nnx.Module):
   """Predicts the noise eps from (x_t, network time in [0,1], label)."""
 
-  def __init__(self, arch: Arch, *, rngs: nnx.Rngs):
+  def __init__(self, arch: Arch, fence=False, *, rngs: nnx.Rngs):
     self.arch = arch
+    self.fence = fence
     d, p, c = arch.hidden, arch.patch, arch.channels
     self.patch_w = _param(rngs, _xavier(), (p * p * c, d))
     self.patch_b = _param(rngs, _zeros, (d,))
@@ -263,7 +302,7 @@ class DiT(nnx.Module):
       # the extra last row is the null label used for classifier-free guidance
       self.label_embed = _param(rngs, _normal(0.02), (arch.num_classes + 1, d))
     self.blocks = nnx.List([
-        Block(d, arch.head_dim, h, m, arch.dtype, rngs=rngs)
+        Block(d, arch.head_dim, h, m, arch.dtype, fence, rngs=rngs)
         for h, m in zip(arch.heads, arch.mlp)])
     self.final_ada_w = _param(rngs, _zeros, (d, 2 * d))
     self.final_ada_b = _param(rngs, _zeros, (2 * d,))
@@ -290,7 +329,7 @@ class DiT(nnx.Module):
                     None if head_masks is None else head_masks[i],
                     None if mlp_masks is None else mlp_masks[i])
 
-    x_BTD = _fence_if_needed(x_BTD)
+    x_BTD = _fence_if(self.fence, x_BTD)
     mod = jax.nn.silu(c_BD) @ self.final_ada_w[...].astype(dt) + self.final_ada_b[...].astype(dt)
     shift, scale = jnp.split(mod, 2, axis=-1)
     x = _modulate(_layer_norm(x_BTD), shift, scale)
@@ -298,9 +337,12 @@ class DiT(nnx.Module):
     return unpatchify(x, arch.patch, arch.channels).astype(jnp.float32)
 
 
-def abstract_model(arch):
-  """(graphdef, abstract params) without allocating anything."""
-  graphdef, params = nnx.split(nnx.eval_shape(lambda: DiT(arch, rngs=nnx.Rngs(0))),
+def abstract_model(arch, fence=False):
+  """(graphdef, abstract params) without allocating anything.
+
+  `fence` (resolve_fence) is part of the graph, not of the parameters.
+  """
+  graphdef, params = nnx.split(nnx.eval_shape(lambda: DiT(arch, fence, rngs=nnx.Rngs(0))),
                                nnx.Param)
   return graphdef, nnx.to_pure_dict(params)
 

@@ -12,7 +12,7 @@ from dit_jax import state as state_lib
 
 
 class NonFiniteLossError(FloatingPointError):
-  pass
+  """The loss went NaN or inf; the run stopped and kept its last good checkpoint."""
 
 
 def train_step(setup, config, state, batch):
@@ -51,7 +51,7 @@ def ema_decay(config, step):
   """
   d = config.train.ema_decay
   at = config.prune.at_step
-  if at < 0 or not config.prune.get("ema_restart", True):
+  if at < 0 or not config.prune.ema_restart:
     return d
   k = jnp.asarray(step, jnp.float32) - at
   return jnp.where(k >= 0, jnp.minimum(d, k / (k + 1.0)), d)
@@ -76,7 +76,7 @@ def get_batch(dataset, seed, step, batch_size, labels=False):
 
 def run_steps(setup, config, mesh, state, dataset, start, num):
   """`num` training steps from `start` on a copy of `state` (used to probe candidates)."""
-  state_sh = sharding.state_shardings(jax.eval_shape(lambda: state), mesh, config.mesh.fsdp)
+  state_sh = sharding.shardings_of(state, mesh, config.mesh.fsdp)
   step_fn = jit_train_step(setup, config, state_sh, mesh)
   state = jax.device_put(jax.tree.map(jnp.copy, state), state_sh)
   for step in range(start, start + num):

@@ -4,7 +4,7 @@ import pytest
 from scipy import stats
 from scipy.special import logsumexp
 
-from dit_jax import evaluation as ev
+from dit_jax import sample_metrics as ev
 
 
 def brute_two(x, ref):
