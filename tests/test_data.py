@@ -331,7 +331,7 @@ def test_prepared_tfds_dataset(tmp_path):
 
 
 def test_unknown_name():
-  with pytest.raises(ValueError, match=r"config.data.name='no_such_set'.*digits, gmm, npz:"):
+  with pytest.raises(ValueError, match=r"config.data.name='no_such_set'.*digits, crops, gmm, npz:"):
     data.load(make_cfg("no_such_set"), seed=0)
   with pytest.raises(ValueError, match="config.data.name='zip:x.zip'"):
     data.check_config(make_cfg("zip:x.zip"))
