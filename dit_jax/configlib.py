@@ -60,7 +60,7 @@ def base_config():
   c.seed = 0  # the run's seed: training subset, init, batches, noise, samples
 
   c.data = ml_collections.ConfigDict()
-  c.data.name = "digits"  # digits | gmm | npz:PATH | folder:PATH | a prepared TFDS name
+  c.data.name = "digits"  # digits | crops | gmm | npz:PATH | folder:PATH | a prepared TFDS name
   c.data.n_train = 32  # images the model trains on (a seeded subset)
   c.data.n_select = 512  # images that choose: importance, capacity search, tracker probe
   c.data.n_test = 1000  # images that judge: quality references and the feature net
@@ -132,6 +132,11 @@ def base_config():
   c.eval.at_end = True  # evaluate the final EMA weights into eval.json
   c.eval.at_steps = ()  # more steps to evaluate at during the run (eval.json "by_step")
   c.eval.feature_steps = 500  # training steps of the feature net (on the test split)
+  c.eval.fid = "auto"  # Inception FID vs the test split: auto (3-channel images) | on | off
+  # the converted Inception weights (python scripts/convert_fid_weights.py writes them);
+  # reference statistics are cached beside them in fid_stats/
+  c.eval.fid_weights = "~/.cache/dit_jax/fid_inception_v3.npz"
+  c.eval.fid_batch = 50  # images per Inception call (~11 GFLOP each at 299x299)
 
   c.prune = ml_collections.ConfigDict()
   c.prune.at_step = -1  # step to prune at; < 0: no pruning
@@ -244,6 +249,10 @@ def validate(config, num_devices=1):
     raise ValueError(f"config.sample.method={config.sample.method!r}: use one of "
                      f"{diffusion.SAMPLERS}.")
   _check_prune(config.prune, config.train.steps)
+  if config.eval.fid not in ("auto", "on", "off"):
+    raise ValueError(f"config.eval.fid={config.eval.fid!r}: use 'auto' (3-channel images), "
+                     "'on' (also 1 channel, replicated) or 'off'.")
+  _positive_int(config.eval.fid_batch, "eval.fid_batch")
   try:
     data_lib.check_config(config.data)
   except ValueError as e:  # e.g. TFDS's own name parsing, which does not name the field
