@@ -52,6 +52,14 @@ def test_digits_builder_round_trip(tfds_dir):
   np.testing.assert_array_equal(labels[order], want_labels)
 
 
+def test_crops_are_seeded_rgb_crops_of_both_photos():
+  images, labels = datasets.crops.crop_images(size=40)
+  again, _ = datasets.crops.crop_images(size=40)
+  assert images.shape == (40, 32, 32, 3) and images.dtype == np.uint8
+  np.testing.assert_array_equal(images, again)
+  assert set(labels) == {0, 1} and images.std() > 20  # both photos, not blank
+
+
 def test_prepare_is_idempotent(tfds_dir, monkeypatch):
   monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare",
                       lambda *a, **k: pytest.fail("rebuilt a prepared dataset"))
