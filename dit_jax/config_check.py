@@ -53,6 +53,8 @@ def _check_loop(config, num_devices):
         f"{num_devices} devices of the mesh; use a multiple of {num_devices}.")
   check_choice(config.train.lr_schedule, "train.lr_schedule", ("constant", "cosine"))
   check_choice(config.sample.method, "sample.method", diffusion.SAMPLERS)
+  check_choice(config.eval.fid, "eval.fid", ("auto", "on", "off"))
+  check_int(config.eval.fid_batch, "eval.fid_batch")
   bad = [s for s in config.eval.at_steps
          if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= config.train.steps]
   if bad:

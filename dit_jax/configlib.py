@@ -84,7 +84,7 @@ def base_config():
   c.seed = 0  # the run's seed: training subset, init, batches, noise, samples
 
   c.data = ml_collections.ConfigDict()
-  c.data.name = "digits"  # digits | gmm | npz:PATH | folder:PATH | a prepared TFDS name
+  c.data.name = "digits"  # digits | crops | gmm | npz:PATH | folder:PATH | a prepared TFDS name
   c.data.n_train = 32  # images the model trains on (a seeded subset)
   c.data.n_select = 512  # images that choose: importance, capacity search, tracker probe
   c.data.n_test = 1000  # images that judge: quality references and the feature net
@@ -158,6 +158,11 @@ def base_config():
   c.eval.at_end = True  # evaluate the final EMA weights into eval.json
   c.eval.at_steps = ()  # more steps to evaluate at during the run (eval.json "by_step")
   c.eval.feature_steps = 500  # training steps of the feature net (on the test split)
+  c.eval.fid = "auto"  # Inception FID vs the test split: auto (3-channel images) | on | off
+  # the converted Inception weights (python scripts/convert_fid_weights.py writes them);
+  # reference statistics are cached beside them in fid_stats/
+  c.eval.fid_weights = "~/.cache/dit_jax/fid_inception_v3.npz"
+  c.eval.fid_batch = 50  # images per Inception call (~11 GFLOP each at 299x299)
 
   c.prune = ml_collections.ConfigDict()
   c.prune.at_step = -1  # step to prune at; < 0: no pruning

@@ -10,6 +10,7 @@ fingerprint of its record ids (`Dataset.splits()`).
 
 config.data.name picks the source:
   "digits"       scikit-learn's 8x8 digits through the project's TFDS builder.
+  "crops"        5,000 32x32 RGB crops of scikit-learn's two sample photos (TFDS builder).
   "gmm"          samples of the paper's Gaussian mixture (TFDS builder, parameters in info).
   "npz:PATH"     a .npz with "images" (uint8 NHWC or NHW) and optional int "labels".
   "folder:PATH"  image files; one subfolder per class, or flat and unlabeled.
@@ -31,7 +32,7 @@ from PIL import Image
 from dit_jax import datasets
 from dit_jax.configlib import ConfigError, check_int
 
-BUILTIN_NAMES = ("digits", "gmm", "npz:PATH", "folder:PATH")
+BUILTIN_NAMES = ("digits", "crops", "gmm", "npz:PATH", "folder:PATH")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 _GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 _SUBSET_SALT = 1234  # keeps the subset stream apart from the epoch streams of batch_indices
@@ -144,6 +145,11 @@ def check_config(cfg):
       raise ConfigError(f"config.data.n_train={cfg.n_train} leaves too few of the "
                        f"{datasets.digits.SIZE} digits for the select and test splits; "
                        f"use at most {datasets.digits.SIZE - 2}.")
+  elif name == "crops":
+    if cfg.n_train > datasets.crops.SIZE - 2:
+      raise ConfigError(f"config.data.n_train={cfg.n_train} leaves too few of the "
+                       f"{datasets.crops.SIZE} crops for the select and test splits; "
+                       f"use at most {datasets.crops.SIZE - 2}.")
   elif name == "gmm":
     _check_gmm(cfg)
   elif colon or not _tfds_known(name, _data_dir(cfg)):
@@ -215,8 +221,8 @@ def _labels(y):  # int32 whatever the source stored
 
 
 def prepare(name, data_dir=None, config=None):
-  """Builds "digits", or "gmm" with config=datasets.gmm_config(...), once; -> builder."""
-  classes = {"digits": datasets.Digits, "gmm": datasets.Gmm}
+  """Builds "digits", "crops", or "gmm" with config=datasets.gmm_config(...), once."""
+  classes = {"digits": datasets.Digits, "crops": datasets.Crops, "gmm": datasets.Gmm}
   if name not in classes:
     raise ConfigError(f"prepare() builds only {sorted(classes)}, got {name!r}.")
   builder = classes[name](config=config, data_dir=data_dir, file_format="array_record")
@@ -412,7 +418,8 @@ def _open(cfg):
     return _folder_source(os.path.expanduser(path), cfg.image_size)
   if name == "gmm":
     return _gmm_source(cfg, data_dir)
-  builder = prepare(name, data_dir) if name == "digits" else _prepared_builder(name, data_dir)
+  built_here = name in ("digits", "crops")
+  builder = prepare(name, data_dir) if built_here else _prepared_builder(name, data_dir)
   return _tfds_image_source(builder, name, data_dir, cfg.image_size)
 
 

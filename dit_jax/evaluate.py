@@ -4,16 +4,19 @@ Reads the training split (memorization is nearness to it) and the test split
 (quality references); never the select split, which chose.
 """
 import logging
+import os
 
 import numpy as np
 
 from dit_jax import data as data_lib
+from dit_jax import fid as fid_lib
 from dit_jax import memorization
 from dit_jax import report
 from dit_jax import sample_metrics
 from dit_jax import sampling
 from dit_jax import workdir as workdir_lib
 from dit_jax import writers
+from dit_jax.configlib import ConfigError
 from dit_jax.models import dit
 
 log = logging.getLogger("dit_jax")
@@ -39,8 +42,45 @@ def _features(dataset, seed, steps):
   return (lambda x: np.asarray(x).reshape(len(x), -1)), "pixels"
 
 
+_fid_nets = {}  # weights path -> fid.Network, loaded once per process
+
+
+def fid_network(config, dataset):
+  """The Inception network when config.eval.fid asks for FID on this data, else None.
+
+  "auto" measures images with 3 channels; "on" also 1-channel images (replicated
+  to RGB, as FID has no grey mode). gmm's raw vectors have no pixel range to map
+  to uint8. Call it before sampling or compiling: missing weights fail in a second.
+  """
+  mode, channels = config.eval.fid, dataset.train_x.shape[-1]
+  is_image = dataset.info["value_range"] is not None
+  if mode == "on" and not is_image:
+    raise ConfigError(f"config.eval.fid='on', but {dataset.info['name']!r} holds raw "
+                     "vectors without a pixel range, not images; set config.eval.fid=off.")
+  if mode == "off" or not is_image or (mode == "auto" and channels != 3):
+    return None
+  path = os.path.expanduser(config.eval.fid_weights)
+  if path not in _fid_nets:
+    _fid_nets[path] = fid_lib.load(path)
+  return _fid_nets[path]
+
+
+def fid_metrics(config, dataset, samples, net):
+  """fid of the samples against the test split, with what it was computed on."""
+  test = dataset.splits()["test"]
+  label = f"{dataset.info['name']}_{dataset.info['image_shape'][0]}px_test_{test['fingerprint']}"
+  cache = os.path.join(os.path.dirname(os.path.expanduser(config.eval.fid_weights)),
+                       "fid_stats")
+  value_range = dataset.info["value_range"]
+  reference = fid_lib.reference_fit(net, dataset.test_x, label, cache, value_range,
+                                    config.eval.fid_batch)
+  return {"fid": fid_lib.fid(net, samples, reference, value_range, config.eval.fid_batch),
+          "fid_num_samples": len(samples), "fid_reference": dict(test, split="test")}
+
+
 def evaluate(config, setup, params, dataset, num=512, seed=0):
   """Samples `num` images from `params` and measures them; returns (summary, extras)."""
+  fid_net = fid_network(config, dataset)  # before sampling: missing weights fail fast
   value_range = dataset.info["value_range"]
   samples, imgs_per_s = sampling.draw_samples(setup, config.sample, params, num, seed,
                                               value_range)
@@ -66,6 +106,8 @@ def evaluate(config, setup, params, dataset, num=512, seed=0):
   out["fd"] = float(sample_metrics.frechet_distance(real, fake))
   out["fd_space"] = space
   out["splits"] = dataset.splits()
+  if fid_net is not None:
+    out.update(fid_metrics(config, dataset, samples, fid_net))
   return out, {"samples": samples, "d1sq": d1, "d2sq": d2, "nn": nn}
 
 
@@ -102,7 +144,7 @@ def evaluate_workdir(workdir, num=None, seed=0, step=None):
 
 
 def format_summary(summary):
-  keys = ["step", "mem_ratio", "nll", "precision", "recall", "fd", "num_params",
+  keys = ["step", "mem_ratio", "nll", "precision", "recall", "fd", "fid", "num_params",
           "flops_per_image", "sample_images_per_sec"]
   return "  ".join(f"{k} {summary[k]:.4g}" if isinstance(summary[k], float) else f"{k} {summary[k]}"
                    for k in keys if k in summary)
@@ -111,7 +153,7 @@ def format_summary(summary):
 def write_before_after(workdir, before, after, record, control=None):
   """report/prune_summary.md: the model before the prune, the equally fine-tuned
   unpruned control (when run) and the pruned model at the end."""
-  keys = ["step", "mem_ratio", "precision", "recall", "fd", "nll", "num_params",
+  keys = ["step", "mem_ratio", "precision", "recall", "fd", "fid", "nll", "num_params",
           "flops_per_image", "sample_images_per_sec"]
   keys = [k for k in keys if k in after]
   fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)

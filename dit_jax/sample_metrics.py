@@ -140,20 +140,28 @@ def _psd_sqrt(c_FF):
   return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
 
 
-def frechet_distance(a_NF, b_MF):
-  """|mu_a - mu_b|^2 + tr(Ca + Cb - 2 (Ca Cb)^1/2) of Gaussian fits, in float64.
+def gaussian_fit(x_NF):
+  """(mean, covariance) of the rows of x, in float64: the statistics FD compares."""
+  x = np.asarray(x_NF, np.float64).reshape(len(x_NF), -1)
+  return x.mean(0), np.atleast_2d(np.cov(x, rowvar=False))
+
+
+def frechet_from_fits(mu_a, ca, mu_b, cb):
+  """|mu_a - mu_b|^2 + tr(Ca + Cb - 2 (Ca Cb)^1/2), in float64.
 
   tr (Ca Cb)^1/2 = tr (Ca^1/2 Cb Ca^1/2)^1/2, a symmetric PSD matrix, so eigh
   gives it without sqrtm's complex parts or its singular-product failures.
   """
-  a = np.asarray(a_NF, np.float64).reshape(len(a_NF), -1)
-  b = np.asarray(b_MF, np.float64).reshape(len(b_MF), -1)
-  ca, cb = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
   sa = _psd_sqrt(ca)
   mid = sa @ cb @ sa
   tr_sqrt = np.sum(np.sqrt(np.clip(np.linalg.eigvalsh((mid + mid.T) / 2), 0, None)))
-  diff = a.mean(0) - b.mean(0)
+  diff = mu_a - mu_b
   return float(diff @ diff + np.trace(ca) + np.trace(cb) - 2 * tr_sqrt)
+
+
+def frechet_distance(a_NF, b_MF):
+  """The Frechet distance of Gaussian fits to two sets of rows."""
+  return frechet_from_fits(*gaussian_fit(a_NF), *gaussian_fit(b_MF))
 
 
 @jax.jit

@@ -34,15 +34,15 @@ from dit_jax.configlib import ConfigError
 log = logging.getLogger("dit_jax")
 
 COLUMNS = ["name", "method", "budget", "seed", "data", "ratio", "mlp_ratio", "heads", "mlp",
-           "mem_ratio", "precision", "recall", "fd", "nll", "num_params", "flops_per_image",
+           "mem_ratio", "precision", "recall", "fd", "fid", "nll", "num_params", "flops_per_image",
            "train_steps_per_sec", "sample_images_per_sec", "step", "ft_steps"]
 # per evaluated step: the evaluation and what the gap tracker said at that step
 STEP_COLUMNS = ["name", "method", "budget", "seed", "data", "step", "ft_steps", "mem_ratio",
-                "precision", "recall", "fd", "nll", "d_ratio_p50", "num_params",
+                "precision", "recall", "fd", "fid", "nll", "d_ratio_p50", "num_params",
                 "memo_ema/gap", "memo_ema/index", "memo_ema/train_loss",
                 "memo_ema/heldout_loss", "memo/gap", "memo/index"]
-QUALITY = ("mem_ratio", "fd", "nll", "precision", "recall")
-LOWER_IS_BETTER = {"mem_ratio": True, "fd": True, "nll": True, "precision": False,
+QUALITY = ("mem_ratio", "fd", "fid", "nll", "precision", "recall")  # absent ones are left out
+LOWER_IS_BETTER = {"mem_ratio": True, "fd": True, "fid": True, "nll": True, "precision": False,
                    "recall": False}
 CONTROL = "original"  # the method name of the equally fine-tuned, unpruned control
 REFERENCE = "random"  # the baseline every method is compared with at its budget

@@ -221,6 +221,11 @@ def _check_finite(step, loss):
         "last good checkpoint was kept. Lower config.train.lr or check the data.")
 
 
+def _will_evaluate(config):
+  e, p = config.eval, config.prune
+  return e.num > 0 and (e.at_end or bool(e.at_steps) or (p.at_step >= 0 and p.eval_before))
+
+
 def train_and_evaluate(config, workdir, extra_hooks=()):
   """Trains (or resumes) a DiT per `config` in `workdir`, then evaluates; returns the Run."""
   config = config_check.finalize(config)
@@ -232,6 +237,8 @@ def train_and_evaluate(config, workdir, extra_hooks=()):
   num_classes = dataset.num_classes if config.data.conditional else 0
   arch = dit.arch_from_config(config.model, config.data.image_size,
                               dataset.train_x.shape[-1], num_classes)
+  if _will_evaluate(config):  # missing FID weights fail here, not after hours of training
+    evaluate.fid_network(config, dataset)
   # one run per workdir; a read-only, full or taken workdir fails here, before any compile.
   # A checkpoint holds params, EMA and Adam's two moments in float32: 16 bytes a parameter.
   lock = workdir_lock.acquire(workdir, need_bytes=16 * dit.num_params(arch))
@@ -307,7 +314,7 @@ def _loop(run, start, extra_hooks):
       signal.signal(signal.SIGTERM, previous)
 
 
-EVAL_METRICS = ("mem_ratio", "precision", "recall", "fd", "nll", "d_ratio_p50")
+EVAL_METRICS = ("mem_ratio", "precision", "recall", "fd", "fid", "nll", "d_ratio_p50")
 
 
 def _evaluate(run, name=None, top_level=True):

@@ -51,6 +51,14 @@ def test_digits_builder_round_trip(tfds_dir):
   np.testing.assert_array_equal(labels[order], want_labels)
 
 
+def test_crops_are_seeded_rgb_crops_of_both_photos():
+  images, labels = datasets.crops.crop_images(size=40)
+  again, _ = datasets.crops.crop_images(size=40)
+  assert images.shape == (40, 32, 32, 3) and images.dtype == np.uint8
+  np.testing.assert_array_equal(images, again)
+  assert set(labels) == {0, 1} and images.std() > 20  # both photos, not blank
+
+
 def test_prepare_is_idempotent(tfds_dir, monkeypatch):
   monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare",
                       lambda *a, **k: pytest.fail("rebuilt a prepared dataset"))
@@ -330,7 +338,7 @@ def test_prepared_tfds_dataset(tmp_path):
 
 
 def test_unknown_name():
-  with pytest.raises(ValueError, match=r"config.data.name='no_such_set'.*digits, gmm, npz:"):
+  with pytest.raises(ValueError, match=r"config.data.name='no_such_set'.*digits, crops, gmm, npz:"):
     data.load(make_cfg("no_such_set"), seed=0)
   with pytest.raises(ValueError, match="config.data.name='zip:x.zip'"):
     data.check_config(make_cfg("zip:x.zip"))

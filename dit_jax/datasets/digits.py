@@ -1,7 +1,8 @@
 """scikit-learn's 8x8 digits (1797 images) as a TFDS dataset; the data ships with sklearn."""
 import numpy as np
 import tensorflow_datasets as tfds
-from etils import epath
+
+from dit_jax.datasets import local
 
 SIZE = 1797  # images in load_digits
 
@@ -15,17 +16,11 @@ def digit_images():
   return images[..., None], digits.target.astype(np.int64)
 
 
-class Digits(tfds.core.GeneratorBasedBuilder):
+class Digits(local.LocalBuilder):
   """One 'train' split with all 1797 images; 'index' is the position in sklearn's order."""
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
-
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls):
-    # TFDS's own lookup imports importlib_resources for package modules; not installed.
-    return epath.Path(__file__)
 
   def _info(self):
     # DatasetInfo directly: dataset_info_from_configs needs a TFDS package directory.
@@ -39,10 +34,6 @@ class Digits(tfds.core.GeneratorBasedBuilder):
         }),
         supervised_keys=("image", "label"),
     )
-
-  def _split_generators(self, dl_manager):
-    del dl_manager  # nothing to download
-    return {"train": self._generate_examples()}
 
   def _generate_examples(self):
     images, labels = digit_images()

@@ -9,7 +9,8 @@ import hashlib
 
 import numpy as np
 import tensorflow_datasets as tfds
-from etils import epath
+
+from dit_jax.datasets import local
 
 from dit_jax.configlib import ConfigError
 
@@ -98,18 +99,12 @@ def sample(config):
       yield start + i, int(comp[i]), x[i]
 
 
-class Gmm(tfds.core.GeneratorBasedBuilder):
+class Gmm(local.LocalBuilder):
   """Configs are made on the fly by gmm_config(); none is predefined."""
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
   BUILDER_CONFIGS = []
-
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls):
-    # TFDS's own lookup imports importlib_resources for package modules; not installed.
-    return epath.Path(__file__)
 
   def _info(self):
     config = self.builder_config
@@ -130,10 +125,6 @@ class Gmm(tfds.core.GeneratorBasedBuilder):
         }),
         metadata=metadata,
     )
-
-  def _split_generators(self, dl_manager):
-    del dl_manager  # generated, nothing to download
-    return {"train": self._generate_examples()}
 
   def _generate_examples(self):
     for i, comp, x in sample(self.builder_config):
