@@ -38,7 +38,8 @@ def main():
   state = state_lib.init_state(setup, jax.random.PRNGKey(0))
   sh = sharding.shardings_of(state, mesh)
   step_fn = train_step.jit_train_step(setup, config, sh, mesh)
-  batch = sharding.put_batch(train_step.get_batch(dataset, 0, 0, config.train.batch_size), mesh)
+  batch = sharding.put_batch(train_step.get_batch(dataset, 0, 0, config.train.batch_size, mesh),
+                            mesh)
   holder = {"s": jax.device_put(state, sh)}
 
   def one_step():

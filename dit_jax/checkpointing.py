@@ -17,8 +17,12 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
+from jax.experimental import multihost_utils
+
+from dit_jax import sharding
 
 log = logging.getLogger("dit_jax")
 
@@ -95,6 +99,7 @@ class Checkpointer:
         skipped.append(self._skip(step, e))
         continue
       self._set_aside(skipped)
+      _same_on_every_process(step, self.directory)
       return step, state, meta
     if skipped:  # nothing good to fall back to: change nothing, let a person decide
       raise DamagedCheckpointError(
@@ -174,6 +179,18 @@ class Checkpointer:
     self.manager.reload()
 
 
+def _same_on_every_process(step, directory):
+  """Every process of a multi-host run must resume from the same step."""
+  if jax.process_count() == 1:
+    return
+  steps = multihost_utils.process_allgather(np.asarray(step, np.int64))
+  if len(set(np.ravel(steps).tolist())) != 1:
+    raise DamagedCheckpointError(
+        f"the processes of this run would resume {directory} from different steps "
+        f"{sorted(set(np.ravel(steps).tolist()))}: a step reads back on some hosts and "
+        "not on others. Move the newer steps aside and run again.")
+
+
 def _write_error(directory, error, steps):
   text = str(error).splitlines()[0] if str(error) else type(error).__name__
   full = getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or any(
@@ -240,7 +257,7 @@ def checksums(state):
 
   Exact integer arithmetic, so the same on any device, sharding or reduction order.
   """
-  sums = jax.device_get(_checksum_arrays(state))
+  sums = sharding.gather(_checksum_arrays(state))
   flat, _ = jax.tree_util.tree_flatten_with_path(sums)
   return {_name(path): [int(v) for v in value] for path, value in flat}
 

@@ -5,9 +5,11 @@ import os
 import sys
 
 import jax
+from absl import flags
 from absl import logging as absl_logging
 
 from dit_jax import checkpointing
+from dit_jax import distributed
 from dit_jax import evaluate
 from dit_jax import train_step
 from dit_jax import workdir as workdir_lib
@@ -15,9 +17,20 @@ from dit_jax import workdir_lock
 from dit_jax import writers
 from dit_jax.configlib import ConfigError
 
+FLAGS = flags.FLAGS
+
+
+flags.DEFINE_string("coordinator", None, "Multi-process runs: host:port of process 0 "
+                    "(with --num_processes and --process_id; SLURM and TPU slices need none).")
+flags.DEFINE_integer("num_processes", None, "Multi-process runs: the number of processes.")
+flags.DEFINE_integer("process_id", None, "Multi-process runs: this process's index.")
+
 
 def setup():
-  """Our INFO logs and a persistent compilation cache (JAX_COMPILATION_CACHE_DIR overrides)."""
+  """Joins a multi-process run if asked, our INFO logs, a persistent compilation cache
+  (JAX_COMPILATION_CACHE_DIR overrides)."""
+  with friendly_errors():
+    distributed.initialize(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
   # libraries (orbax, tfds) log a lot at INFO through absl: keep theirs to warnings
   absl_logging.set_verbosity(absl_logging.WARNING)
   logging.getLogger("dit_jax").setLevel(logging.INFO)
@@ -44,6 +57,8 @@ def friendly_errors():
 
 
 def print_summary(run):
+  if not workdir_lib.is_writer():  # one summary per run, not one per host
+    return
   rows = writers.read_metrics(run.workdir)
   last = next((r for r in reversed(rows) if "train/loss" in r), {})
   print(f"\nworkdir: {run.workdir}")

@@ -47,10 +47,18 @@ def _check_loop(config, num_devices):
     value = configlib.get_field(config, field)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
       raise ConfigError(f"config.{field} must be {wanted}, got {value!r}.")
-  if config.train.batch_size % num_devices:
+  check_int(config.train.grad_accum, "train.grad_accum")
+  per_step = num_devices * config.train.grad_accum
+  if config.train.batch_size % per_step:
     raise ConfigError(
         f"config.train.batch_size={config.train.batch_size} is not divisible by the "
-        f"{num_devices} devices of the mesh; use a multiple of {num_devices}.")
+        f"{num_devices} devices of the mesh times config.train.grad_accum="
+        f"{config.train.grad_accum}; use a multiple of {per_step}.")
+  if not isinstance(config.train.remat, bool):
+    raise ConfigError(f"config.train.remat must be True or False, got {config.train.remat!r}.")
+  if not config.train.peak_flops >= 0:
+    raise ConfigError(f"config.train.peak_flops must be >= 0 (0: known or measured), got "
+                      f"{config.train.peak_flops!r}.")
   check_choice(config.train.lr_schedule, "train.lr_schedule", ("constant", "cosine"))
   check_choice(config.sample.method, "sample.method", diffusion.SAMPLERS)
   check_choice(config.eval.fid, "eval.fid", ("auto", "on", "off"))

@@ -92,6 +92,7 @@ def base_config():
   c.data.channels = 1  # image channels (gmm: d = image_size^2 * channels)
   c.data.data_dir = placeholder(str)  # TFDS data dir; None: TFDS's default
   c.data.conditional = False  # train with class labels (and label dropout)
+  c.data.max_memory_mb = 1024  # a training split larger than this is read from disk per batch
   c.data.gmm = ml_collections.ConfigDict()
   c.data.gmm.k = 8  # mixture components
   c.data.gmm.scale = 2.0  # mu_k ~ N(0, scale^2 I)
@@ -132,8 +133,13 @@ def base_config():
   c.train.grad_clip = 1.0  # global-norm clipping; 0: none
   c.train.ema_decay = 0.999  # EMA of the weights, which evaluation samples
 
+  c.train.grad_accum = 1  # micro-batches per step (batch_size is the global batch)
+  c.train.remat = False  # recompute each block's activations in the backward pass
+  c.train.peak_flops = 0.0  # per-device peak FLOP/s for train/mfu; 0: known or measured
+
   c.mesh = ml_collections.ConfigDict()
-  c.mesh.fsdp = False  # shard parameters and optimizer state over the devices
+  c.mesh.data = -1  # devices on the data axis; -1: all that fsdp leaves
+  c.mesh.fsdp = 1  # devices that split parameters and optimizer state (FSDP); -1: the rest
 
   c.log_every = 100  # steps between metrics.jsonl rows
 

@@ -24,12 +24,14 @@ import hashlib
 import os
 import zipfile
 
+import jax
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 from PIL import Image
 
 from dit_jax import datasets
+from dit_jax import distributed
 from dit_jax.configlib import ConfigError, check_int
 
 BUILTIN_NAMES = ("digits", "crops", "gmm", "npz:PATH", "folder:PATH")
@@ -225,9 +227,18 @@ def prepare(name, data_dir=None, config=None):
   classes = {"digits": datasets.Digits, "crops": datasets.Crops, "gmm": datasets.Gmm}
   if name not in classes:
     raise ConfigError(f"prepare() builds only {sorted(classes)}, got {name!r}.")
-  builder = classes[name](config=config, data_dir=data_dir, file_format="array_record")
+  make = lambda: classes[name](config=config, data_dir=data_dir, file_format="array_record")
+  builder = make()
+  if builder.is_prepared():
+    return builder
+  tfds.disable_progress_bar()
+  # process 0 builds while the others wait: two builds into one shared data_dir
+  # collide; a host whose data_dir is its own disk then builds its own copy
+  if jax.process_index() == 0:
+    builder.download_and_prepare(file_format="array_record")
+  distributed.barrier(f"dit_jax_prepare_{name}_{builder.builder_config or ''}")
+  builder = make()
   if not builder.is_prepared():
-    tfds.disable_progress_bar()
     builder.download_and_prepare(file_format="array_record")
   return builder
 
@@ -433,6 +444,46 @@ def load(cfg, seed: int) -> Dataset:
     raise ConfigError(f"data seed must be an integer >= 0, got {seed!r}.")
   source = _open(cfg)
   ids = split_indices(int(seed), source.size, cfg.n_train, cfg.n_select, cfg.n_test)
-  (train_x, train_y), (select_x, select_y), (test_x, test_y) = map(source.read, ids)
+  train_bytes = 4 * len(ids[0]) * int(np.prod(source.info["image_shape"]))
+  if train_bytes > cfg.max_memory_mb * 2 ** 20:
+    logging.info("training split of %.0f MiB > config.data.max_memory_mb=%d: read per batch",
+                 train_bytes / 2 ** 20, cfg.max_memory_mb)
+    train_x = DiskRows(source.read, ids[0], source.info["image_shape"])
+    train_y = _chunked_labels(source, ids[0]) if source.num_classes else None
+  else:
+    train_x, train_y = source.read(ids[0])
+  (select_x, select_y), (test_x, test_y) = map(source.read, ids[1:])
   return Dataset(train_x, train_y, select_x, select_y, test_x, test_y, source.num_classes,
                  dict(source.info, num_classes=source.num_classes), *ids)
+
+
+class DiskRows:
+  """The training split, read from its source on demand instead of held in memory.
+
+  Indexes like the (n, H, W, C) array it stands for (positions, slices, index
+  arrays), so a batch reads only its own rows; `chunks` streams it for what needs
+  every row (nearest neighbours, the empirical score).
+  """
+
+  def __init__(self, read, ids, image_shape):
+    self._read, self.ids = read, np.asarray(ids)
+    self.shape = (len(self.ids), *image_shape)
+    self.dtype = np.dtype(np.float32)
+
+  def __len__(self):
+    return self.shape[0]
+
+  def __getitem__(self, index):
+    pos = np.arange(len(self))[index]
+    x, _ = self._read(self.ids[np.atleast_1d(pos)])
+    return x if np.ndim(pos) else x[0]
+
+
+def chunks(rows, size=4096):
+  """(start, rows[start:start + size]) over an array or DiskRows."""
+  for start in range(0, len(rows), size):
+    yield start, np.asarray(rows[start:start + size])
+
+
+def _chunked_labels(source, ids, size=4096):
+  return np.concatenate([source.read(ids[s:s + size])[1] for s in range(0, len(ids), size)])

@@ -120,14 +120,7 @@ def per_example_loss(eps_fn, sched, x0_BHWC, t_B, noise_BHWC, weighting="eps"):
   return err / jnp.square(s) if weighting == "score" else err
 
 
-def loss(eps_fn, sched, x0_BHWC, key, weighting="eps"):
-  kt, kn = jax.random.split(key)
-  t_B = sched.sample_t(kt, x0_BHWC.shape[:1])
-  noise = jax.random.normal(kn, x0_BHWC.shape, x0_BHWC.dtype)
-  return per_example_loss(eps_fn, sched, x0_BHWC, t_B, noise, weighting).mean()
-
-
-def sample(eps_fn, sched, key, shape, *, method="ddim", steps=50, clip=None):
+def sample(eps_fn, sched, key, shape, *, method="ddim", steps=50, clip=None, out_sharding=None):
   """Draws samples by integrating from noise to data; one traced loop.
 
   eps_fn(x, t_B) -> eps_hat. `clip`: (lo, hi) for the x0 prediction, or None.
@@ -176,4 +169,6 @@ def sample(eps_fn, sched, key, shape, *, method="ddim", steps=50, clip=None):
     return jax.lax.cond(i + 1 < steps, corrected, lambda: x_euler)
 
   x = jax.random.normal(k0, shape, jnp.float32)
+  if out_sharding is not None:  # split the batch over the devices from the start
+    x = jax.lax.with_sharding_constraint(x, out_sharding)
   return jax.lax.fori_loop(0, steps, body, x)

@@ -14,6 +14,7 @@ from dit_jax import memorization
 from dit_jax import report
 from dit_jax import sample_metrics
 from dit_jax import sampling
+from dit_jax import sharding
 from dit_jax import workdir as workdir_lib
 from dit_jax import writers
 from dit_jax.configlib import ConfigError
@@ -78,15 +79,20 @@ def fid_metrics(config, dataset, samples, net):
           "fid_num_samples": len(samples), "fid_reference": dict(test, split="test")}
 
 
-def evaluate(config, setup, params, dataset, num=512, seed=0):
-  """Samples `num` images from `params` and measures them; returns (summary, extras)."""
+def evaluate(config, setup, params, dataset, num=512, seed=0, mesh=None):
+  """Samples `num` images from `params` and measures them; returns (summary, extras).
+
+  Sampling is split over the mesh; every process measures the gathered samples.
+  """
   fid_net = fid_network(config, dataset)  # before sampling: missing weights fail fast
   value_range = dataset.info["value_range"]
   samples, imgs_per_s = sampling.draw_samples(setup, config.sample, params, num, seed,
-                                              value_range)
+                                              value_range, mesh=mesh)
   flat = samples.reshape(num, -1)
-  train_flat = dataset.train_x.reshape(len(dataset.train_x), -1)
-  d1, d2, nn = sample_metrics.nearest_two(flat, train_flat)
+  if isinstance(dataset.train_x, np.ndarray):
+    d1, d2, nn = sample_metrics.nearest_two(flat, dataset.train_x)
+  else:  # a training split read from disk: streamed
+    d1, d2, nn = sample_metrics.nearest_two_streamed(flat, data_lib.chunks(dataset.train_x))
   ratio = np.sqrt(np.asarray(d1) / np.maximum(np.asarray(d2), 1e-20))
   out = {"num_samples": num, "mem_ratio": sample_metrics.memorization_ratio(d1, d2),
          "d_ratio_p10": float(np.quantile(ratio, 0.1)),
@@ -113,6 +119,9 @@ def evaluate(config, setup, params, dataset, num=512, seed=0):
 
 def write_report(workdir, sched, extras, dataset, prefix="", buckets=None):
   """The plots of DIR/report/: gap curves, gaps against t, d1/d2, nearest neighbours."""
+  if not workdir_lib.is_writer():
+    return
+
   def rpath(name):
     return workdir_lib.path(workdir, workdir_lib.REPORT, name)
   rows = writers.read_metrics(workdir)
@@ -133,10 +142,11 @@ def write_report(workdir, sched, extras, dataset, prefix="", buckets=None):
 
 def evaluate_workdir(workdir, num=None, seed=0, step=None):
   """Evaluates the EMA weights of a checkpoint; writes eval.json and report/."""
-  config, setup, state, meta = workdir_lib.load(workdir, step)
+  mesh = sharding.make_mesh()
+  config, setup, state, meta = workdir_lib.load(workdir, step, mesh)
   dataset = data_lib.load(config.data, config.seed)
   num = num or config.eval.num
-  summary, extras = evaluate(config, setup, state["ema"], dataset, num, seed)
+  summary, extras = evaluate(config, setup, state["ema"], dataset, num, seed, mesh)
   summary["step"] = meta["step"]
   write_report(workdir, setup.sched, extras, dataset)
   workdir_lib.write_eval(workdir, summary, by_step={str(meta["step"]): summary})

@@ -19,7 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dit_jax import data as data_lib
 from dit_jax import diffusion
+from dit_jax import sharding
 from dit_jax.configlib import ConfigError
 from dit_jax.models import dit
 
@@ -32,7 +34,7 @@ def _normalize(per_block):
 
 
 def mask_gradients(setup, params, x0, key, num_batches, batch_size, beta=(0.8, 2.0),
-                   signed=False):
+                   signed=False, mesh=None):
   """Summed |dL/dmask| per head and per MLP unit over `num_batches` batches.
 
   Times follow t/T ~ Beta(beta), favouring the small t where memorization lives.
@@ -51,13 +53,14 @@ def mask_gradients(setup, params, x0, key, num_batches, batch_size, beta=(0.8, 2
     return diffusion.per_example_loss(eps_fn, setup.sched, x, t, noise).mean()
 
   grad_fn = jax.jit(jax.grad(batch_loss))
+  mesh = mesh or sharding.make_mesh()
   total = jax.tree.map(jnp.zeros_like, masks)
   for i in range(num_batches):
     kb, kl = jax.random.split(jax.random.fold_in(key, i))
-    idx = jax.random.randint(kb, (batch_size,), 0, len(x0))
-    g = grad_fn(masks, jnp.asarray(x0)[idx], kl)
+    idx = np.asarray(jax.random.randint(kb, (batch_size,), 0, len(x0)))
+    g = grad_fn(masks, sharding.put_global(x0[idx], mesh), kl)  # the batch over the mesh
     total = jax.tree.map(lambda a, b: a + (b if signed else jnp.abs(b)), total, g)
-  heads, mlp = jax.device_get(total)
+  heads, mlp = sharding.gather(total)
   scale = 1.0 / num_batches if signed else 1.0
   return [np.asarray(h) * scale for h in heads], [np.asarray(m) * scale for m in mlp]
 
@@ -76,7 +79,7 @@ def example_mask_grads(setup, params, x, t, noise):
   return jax.grad(total_loss)(masks)
 
 
-def example_gradients(setup, params, x0, key, draws, beta=(0.8, 2.0), batch=64):
+def example_gradients(setup, params, x0, key, draws, beta=(0.8, 2.0), batch=64, mesh=None):
   """Per image, the mean over `draws` noisings of |dL_x/dmask| for every unit.
 
   One backward pass gives every example's own mask gradient: each example gets
@@ -92,17 +95,16 @@ def example_gradients(setup, params, x0, key, draws, beta=(0.8, 2.0), batch=64):
     return jax.tree.map(jnp.abs, example_mask_grads(setup, params, x, t,
                                                     jax.random.normal(kn, x.shape)))
 
-  x0 = np.asarray(x0)
-  pad = -len(x0) % batch
-  padded = np.concatenate([x0, np.zeros((pad, *x0.shape[1:]), x0.dtype)])
+  mesh = mesh or sharding.make_mesh()
   parts = []
-  for s in range(0, len(padded), batch):
-    chunk = jnp.asarray(padded[s:s + batch])
+  for _, rows in data_lib.chunks(x0, batch):  # x0 may be a training split on disk
+    chunk = sharding.put_global(np.concatenate(
+        [rows, np.zeros((batch - len(rows), *rows.shape[1:]), rows.dtype)]), mesh)
     total = None
     for d in range(draws):
       g = grads(chunk, jax.random.fold_in(key, d))
       total = g if total is None else jax.tree.map(jnp.add, total, g)
-    parts.append(jax.device_get(total))
+    parts.append(sharding.gather(total))
   heads, mlp = (
       [np.concatenate([p[i][b] for p in parts])[:len(x0)] / draws for b in range(arch.depth)]
       for i in (0, 1))
@@ -117,16 +119,24 @@ def _specificity(train, select):
 
 
 def magnitudes(arch, params):
-  blocks = [params["blocks"][i] for i in range(arch.depth)]
-  heads = [np.sqrt(np.sum(np.asarray(b["qkv_w"]) ** 2, axis=(0, 1, 3))
-                   + np.sum(np.asarray(b["out_w"]) ** 2, axis=(1, 2))) for b in blocks]
-  mlp = [np.linalg.norm(np.asarray(b["fc1_w"]), axis=0)
-         * np.linalg.norm(np.asarray(b["fc2_w"]), axis=1) for b in blocks]
-  return heads, mlp
+  """Per unit, the norm of its weights; computed where the (possibly sharded)
+  parameters live, and only the per-unit norms come to the host."""
+  @jax.jit
+  def norms(blocks):
+    heads = [jnp.sqrt(jnp.sum(b["qkv_w"] ** 2, axis=(0, 1, 3)) + jnp.sum(b["out_w"] ** 2,
+                                                                        axis=(1, 2)))
+             for b in blocks]
+    mlp = [jnp.linalg.norm(b["fc1_w"], axis=0) * jnp.linalg.norm(b["fc2_w"], axis=1)
+           for b in blocks]
+    return heads, mlp
+  return sharding.gather(norms([params["blocks"][i] for i in range(arch.depth)]))
 
 
-def importance(method, setup, params, dataset, pcfg, seed):
-  """(head scores, MLP scores) per block, normalised per block; higher = keep."""
+def importance(method, setup, params, dataset, pcfg, seed, mesh=None):
+  """(head scores, MLP scores) per block, normalised per block; higher = keep.
+
+  Batches are split over `mesh` (default: every device on the data axis).
+  """
   if method not in METHODS:
     raise ConfigError(f"config.prune.method={method!r}: use one of {METHODS}.")
   arch = setup.arch
@@ -137,7 +147,7 @@ def importance(method, setup, params, dataset, pcfg, seed):
     heads, mlp = magnitudes(arch, params)
     return _normalize(heads), _normalize(mlp)
   if method == "specific":
-    return _specific_scores(setup, params, dataset, pcfg, seed)
+    return _specific_scores(setup, params, dataset, pcfg, seed, mesh)
   key = jax.random.PRNGKey(seed)
   if method == "select_taylor":
     # -dL/dmask on select images: how much removing the unit raises the held-out
@@ -145,10 +155,10 @@ def importance(method, setup, params, dataset, pcfg, seed):
     # toward training points lower it when removed (a negative score): they go
     # first. Scores are losses, so they rank across blocks without normalising.
     heads, mlp = mask_gradients(setup, params, dataset.select_x, key, pcfg.batches,
-                                pcfg.batch_size, tuple(pcfg.t_beta), signed=True)
+                                pcfg.batch_size, tuple(pcfg.t_beta), signed=True, mesh=mesh)
     return [-h for h in heads], [-m for m in mlp]
   grads = lambda x: mask_gradients(setup, params, x, key, pcfg.batches, pcfg.batch_size,
-                                   tuple(pcfg.t_beta))
+                                   tuple(pcfg.t_beta), mesh=mesh)
   train_h, train_m = map(_normalize, grads(dataset.train_x))
   if method == "head_grad":
     return train_h, train_m
@@ -158,15 +168,16 @@ def importance(method, setup, params, dataset, pcfg, seed):
   return keep(train_h, held_h), keep(train_m, held_m)
 
 
-def _specific_scores(setup, params, dataset, pcfg, seed):
+def _specific_scores(setup, params, dataset, pcfg, seed, mesh):
   """`specific`: units whose importance on individual training images stands out
   from their importance on select images go first; the rest by select importance."""
   key = jax.random.PRNGKey(seed)
   beta = tuple(pcfg.t_beta)
   select = dataset.select_x[:pcfg.specific_select]
-  tr_h, tr_m = example_gradients(setup, params, dataset.train_x, key, pcfg.specific_draws, beta)
+  tr_h, tr_m = example_gradients(setup, params, dataset.train_x, key, pcfg.specific_draws,
+                                 beta, mesh=mesh)
   se_h, se_m = example_gradients(setup, params, select, jax.random.fold_in(key, 1),
-                                 pcfg.specific_draws, beta)
+                                 pcfg.specific_draws, beta, mesh=mesh)
   keep = lambda tr, se: [i - _specificity(t, s) for t, s, i in
                          zip(tr, se, _normalize([s.mean(0) for s in se]))]
   return keep(tr_h, se_h), keep(tr_m, se_m)

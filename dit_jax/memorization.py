@@ -14,7 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dit_jax import data as data_lib
 from dit_jax import diffusion
+from dit_jax import sharding
 
 
 def _chunk_size(batch, dim, budget=2 ** 24):
@@ -22,14 +24,36 @@ def _chunk_size(batch, dim, budget=2 ** 24):
   return max(1, min(4096, budget // max(1, batch * dim)))
 
 
-@functools.partial(jax.jit, static_argnames=("chunk",))
-def empirical_denoiser(x_BD, a_B, s_B, train_ND, chunk=None):
-  """E[X_0 | X_t = x] under the empirical distribution of `train_ND`.
+def empirical_denoiser(x_BD, a_B, s_B, train, chunk=None):
+  """E[X_0 | X_t = x] under the empirical distribution of the training points.
 
   Softmax weights w_i ~ exp(-||x - a x_i||^2 / (2 s^2)), accumulated over chunks
   of training points with a running log-sum-exp, so memory stays bounded and
-  tiny s (weights near one-hot) stays exact in float32.
+  tiny s (weights near one-hot) stays exact in float32. `train` is an (N, D)
+  array, or a training split read from disk (data.DiskRows), streamed in parts
+  whose partial sums merge the same way.
   """
+  if hasattr(train, "shape") and len(train.shape) == 2:
+    m_B, l_B, acc_BD = _softmax_moments(x_BD, a_B, s_B, jnp.asarray(train), chunk=chunk)
+    return acc_BD / l_B[:, None]
+  state = None
+  for _, part in data_lib.chunks(train):
+    new = _softmax_moments(x_BD, a_B, s_B, jnp.asarray(part.reshape(len(part), -1)),
+                           chunk=chunk)
+    state = new if state is None else _merge_moments(state, new)
+  return state[2] / state[1][:, None]
+
+
+def _merge_moments(a, b):
+  """Two running log-sum-exp states (max, sum of weights, weighted sum) as one."""
+  m = jnp.maximum(a[0], b[0])
+  sa, sb = jnp.exp(a[0] - m), jnp.exp(b[0] - m)
+  return m, a[1] * sa + b[1] * sb, a[2] * sa[:, None] + b[2] * sb[:, None]
+
+
+@functools.partial(jax.jit, static_argnames=("chunk",))
+def _softmax_moments(x_BD, a_B, s_B, train_ND, chunk=None):
+  """(max logit, sum of weights, weighted sum of points) over the rows of train_ND."""
   n, d = train_ND.shape
   chunk = chunk or _chunk_size(x_BD.shape[0], d)
   pad = -n % chunk
@@ -50,8 +74,7 @@ def empirical_denoiser(x_BD, a_B, s_B, train_ND, chunk=None):
 
   b = x_BD.shape[0]
   init = (jnp.full((b,), -jnp.inf), jnp.zeros((b,)), jnp.zeros((b, d)))
-  (_, l_B, acc_BD), _ = jax.lax.scan(body, init, (pts, valid))
-  return acc_BD / l_B[:, None]
+  return jax.lax.scan(body, init, (pts, valid))[0]
 
 
 def empirical_eps(x_BD, a_B, s_B, train_ND, chunk=None):
@@ -105,13 +128,16 @@ class GapTracker:
   losses on these draws are computed once; each call only runs the model.
   """
 
-  def __init__(self, sched, dataset, probe=32, buckets=8, weighting="eps", seed=0):
+  def __init__(self, sched, dataset, probe=32, buckets=8, weighting="eps", seed=0, mesh=None):
     self.sched, self.buckets, self.weighting = sched, buckets, weighting
+    self.mesh = mesh or sharding.make_mesh()
     key = jax.random.PRNGKey(seed)
     self.train = self._draws(dataset.train_x[:probe], jax.random.fold_in(key, 0))
     self.held = self._draws(dataset.select_x[:probe], jax.random.fold_in(key, 1))
-    train_ND = jnp.asarray(dataset.train_x.reshape(len(dataset.train_x), -1))
-    emp = lambda x, t: self._flat_eps(x, t, lambda xf, a, s: empirical_eps(xf, a, s, train_ND))
+    train = dataset.train_x
+    if isinstance(train, np.ndarray):
+      train = jnp.asarray(train.reshape(len(train), -1))
+    emp = lambda x, t: self._flat_eps(x, t, lambda xf, a, s: empirical_eps(xf, a, s, train))
     self.fixed = {"emp_loss": self._bucket_losses(emp, self.train),
                   "emp_heldout_loss": self._bucket_losses(emp, self.held)}
     gmm = gmm_params(dataset.info)
@@ -125,6 +151,7 @@ class GapTracker:
       # training set; this form is >= 0 draw by draw and has a smaller variance.
       self.fixed["loss_gap"] = self._bucket_losses(emp, self.train, target=gt)
     self._jitted = {}
+    self._placed = None
 
   def _draws(self, x0, key):
     n, b = len(x0), self.buckets
@@ -189,11 +216,17 @@ class GapTracker:
     return out
 
   def __call__(self, arch, make_eps, params, ema):
-    """Metrics of raw (memo/) and EMA (memo_ema/) weights; one jitted call.
+    """Metrics of raw (memo/) and EMA (memo_ema/) weights; one jitted call, its
+    probe rows split over the mesh.
 
     make_eps(params) -> eps_fn(x, t); the compiled call is cached per architecture.
     """
     if arch not in self._jitted:
-      self._jitted[arch] = jax.jit(lambda p, e: {"memo": self.losses(make_eps(p)),
-                                                 "memo_ema": self.losses(make_eps(e))})
-    return self.summarize(jax.device_get(self._jitted[arch](params, ema)))
+      def both(p, e, train, held):
+        losses = lambda eps: (self._bucket_losses(eps, train), self._bucket_losses(eps, held))
+        return {"memo": losses(make_eps(p)), "memo_ema": losses(make_eps(e))}
+      self._jitted[arch] = jax.jit(both)
+    if self._placed is None:  # placed once: the probes are fixed for the whole run
+      place = lambda d: jax.tree.map(lambda a: sharding.put_global(a, self.mesh), d)
+      self._placed = (place(self.train), place(self.held))
+    return self.summarize(sharding.gather(self._jitted[arch](params, ema, *self._placed)))

@@ -183,7 +183,7 @@ def choose(config, setup, state, dataset, mesh, step):
   pcfg = config.prune
   params = state["ema"] if pcfg.use_ema else state["params"]
   scores = importance_lib.importance(pcfg.method, setup, params, dataset, pcfg,
-                                     config.seed + step)
+                                     config.seed + step, mesh)
   record = {"method": pcfg.method, "target": pcfg.target}
   if pcfg.target == "capacity":
     ratio, record["capacity_path"] = capacity_search(config, setup, state, dataset, mesh,

@@ -90,6 +90,21 @@ def nearest_two(x_ND, ref_MD, chunk=None):
   return dist[:, 0], dist[:, 1], idx[:, 0]
 
 
+def nearest_two_streamed(x_ND, ref_parts, chunk=None):
+  """nearest_two against a reference given in parts [(first row, rows), ...] (a
+  training split read from disk), merging each part's two nearest."""
+  x = _flat(x_ND)
+  dist = np.full((len(x), 2), np.inf, np.float32)
+  idx = np.zeros((len(x), 2), np.int64)
+  for start, part in ref_parts:
+    part = _flat(part)
+    d, i = _topk(x, part, min(2, len(part)), chunk)
+    both_d, both_i = np.concatenate([dist, d], 1), np.concatenate([idx, i + start], 1)
+    order = np.argsort(both_d, axis=1, kind="stable")[:, :2]
+    dist, idx = np.take_along_axis(both_d, order, 1), np.take_along_axis(both_i, order, 1)
+  return dist[:, 0], dist[:, 1], idx[:, 0]
+
+
 def memorization_ratio(d1sq, d2sq, threshold=1 / 3):
   """Fraction of samples with |x - NN1| <= threshold |x - NN2| (Yoon et al.; Gu et al. 2023)."""
   d1sq, d2sq = np.asarray(d1sq, np.float64), np.asarray(d2sq, np.float64)

@@ -7,14 +7,20 @@ import numpy as np
 
 from dit_jax import diffusion
 from dit_jax import report
+from dit_jax import sharding
 from dit_jax import state as state_lib
 from dit_jax import workdir as workdir_lib
 
 
-def make_sampler(setup, scfg, num, value_range):
-  """Jitted (params, key) -> num samples; random labels when conditional."""
+def make_sampler(setup, scfg, num, value_range, mesh=None):
+  """Jitted (params, key) -> num samples; random labels when conditional.
+
+  With a mesh whose batch devices divide num, the samples are split over it.
+  """
   arch = setup.arch
   shape = (num, arch.image_size, arch.image_size, arch.channels)
+  split = mesh is not None and num % sharding.batch_devices(mesh) == 0
+  out = sharding.batch_sharding(mesh) if split else None
 
   def run(params, key):
     ky, ks = jax.random.split(key)
@@ -26,30 +32,35 @@ def make_sampler(setup, scfg, num, value_range):
     else:
       eps_fn = state_lib.make_eps_fn(setup, params)
     return diffusion.sample(eps_fn, setup.sched, ks, shape, method=scfg.method,
-                            steps=scfg.steps, clip=value_range)
-  return jax.jit(run)
+                            steps=scfg.steps, clip=value_range, out_sharding=out)
+  return jax.jit(run, out_shardings=out)
 
 
-def draw_samples(setup, scfg, params, num, seed, value_range, batch=256):
-  """`num` samples in fixed-size jitted batches; returns (samples, images/s)."""
-  batch = min(batch, num)
-  sampler = make_sampler(setup, scfg, batch, value_range)
+def draw_samples(setup, scfg, params, num, seed, value_range, batch=256, mesh=None):
+  """`num` samples in fixed-size jitted batches split over the mesh's devices; returns
+  (samples on every process's host, images/s)."""
+  mesh = mesh or sharding.make_mesh()
+  batch = sharding.pad_to(min(batch, num), mesh)
+  sampler = make_sampler(setup, scfg, batch, value_range, mesh)
   key = jax.random.PRNGKey(seed)
   jax.block_until_ready(sampler(params, key))  # compile outside the timing
   t0, out = time.perf_counter(), []
   for i in range(-(-num // batch)):
-    out.append(np.asarray(sampler(params, jax.random.fold_in(key, i))))
+    out.append(sharding.gather(sampler(params, jax.random.fold_in(key, i))))
   return np.concatenate(out)[:num], num / (time.perf_counter() - t0)
 
 
 def sample_to_png(workdir, path, num=64, seed=0, method=None, steps=None, guidance=None):
   """Samples the EMA weights of the newest checkpoint into a grid PNG; returns the step."""
-  config, setup, state, meta = workdir_lib.load(workdir)
+  mesh = sharding.make_mesh()
+  config, setup, state, meta = workdir_lib.load(workdir, mesh=mesh)
   scfg = ml_collections.ConfigDict(config.sample.to_dict())
   scfg.method = method or scfg.method
   scfg.steps = steps or scfg.steps
   scfg.guidance = scfg.guidance if guidance is None else guidance
   value_range = meta["value_range"]
-  x = make_sampler(setup, scfg, num, value_range)(state["ema"], jax.random.PRNGKey(seed))
-  report.save_grid(jax.device_get(x), path, value_range)
+  x = make_sampler(setup, scfg, num, value_range, mesh)(state["ema"], jax.random.PRNGKey(seed))
+  x = sharding.gather(x)
+  if workdir_lib.is_writer():
+    report.save_grid(x, path, value_range)
   return meta["step"]

@@ -50,7 +50,8 @@ class Setup:
 
 
 def make_setup(config, arch):
-  graphdef, _ = dit.abstract_model(arch, dit.resolve_fence(config.model.fence))
+  graphdef, _ = dit.abstract_model(arch, dit.resolve_fence(config.model.fence),
+                                   config.train.remat)
   return Setup(arch, graphdef, diffusion.schedule_from_config(config.diffusion),
                make_optimizer(config.train, config.train.steps))
 
@@ -64,11 +65,11 @@ def init_state(setup, key):
           "rng": jax.random.fold_in(key, 1)}
 
 
-def abstract_state(setup, mesh, fsdp, key=None):
-  """The train state's shapes, dtypes and shardings, without allocating it."""
+def abstract_state(setup, mesh, key=None):
+  """The train state's shapes, dtypes and shardings (on `mesh`), without allocating it."""
   key = jax.random.PRNGKey(0) if key is None else key
   abstract = jax.eval_shape(lambda k: init_state(setup, k), key)
-  return with_shardings(abstract, sharding.state_shardings(abstract, mesh, fsdp))
+  return with_shardings(abstract, sharding.state_shardings(abstract, mesh))
 
 
 def with_shardings(abstract, shardings):

@@ -117,9 +117,9 @@ def run_sweep(config_path, workdir, overrides=None):
     write_csv(rows, os.path.join(workdir, "sweep.csv"), COLUMNS)
     write_csv(step_rows, os.path.join(workdir, "sweep_steps.csv"), STEP_COLUMNS)
   summary = summarize(step_rows)
-  with open(os.path.join(workdir, "sweep_summary.md"), "w", encoding="utf-8") as f:
-    f.write(summary)
-  plot(step_rows, os.path.join(workdir, "sweep.png"))
+  workdir_lib.atomic_write(os.path.join(workdir, "sweep_summary.md"), summary)
+  if workdir_lib.is_writer():
+    plot(step_rows, os.path.join(workdir, "sweep.png"))
   return rows, step_rows, summary
 
 
@@ -159,6 +159,8 @@ def _step_rows(point, config, pdir):
 
 
 def write_csv(rows, path, columns):
+  if not workdir_lib.is_writer():
+    return
   tmp = path + ".tmp"
   with open(tmp, "w", newline="", encoding="utf-8") as f:
     w = csv.DictWriter(f, columns, extrasaction="ignore")

@@ -14,13 +14,16 @@ import time
 import jax
 import numpy as np
 import tqdm
+from jax.experimental import multihost_utils
 
 from dit_jax import checkpointing
 from dit_jax import config_check
 from dit_jax import configlib
 from dit_jax import data as data_lib
+from dit_jax import distributed
 from dit_jax import evaluate
 from dit_jax import memorization
+from dit_jax import perf
 from dit_jax import pruning
 from dit_jax import report
 from dit_jax import sampling
@@ -58,7 +61,7 @@ class Run:
     """Installs a state (and a new architecture) and re-jits the step."""
     if setup is not None:
       self.setup = setup
-    self.state_sh = sharding.shardings_of(state, self.mesh, self.config.mesh.fsdp)
+    self.state_sh = sharding.shardings_of(state, self.mesh)
     self.state = jax.device_put(state, self.state_sh)
     self.step_fn = train_step.jit_train_step(self.setup, self.config, self.state_sh, self.mesh)
 
@@ -89,11 +92,11 @@ def _restore_or_init(run, key):
           f"config asks for {run.base_arch.to_json()}. Use the config the run was started "
           "with, or a new --workdir (nothing in this one was changed).")
     setup = state_lib.make_setup(config, dit.Arch.from_json(meta["arch"]))
-    return state_lib.abstract_state(setup, run.mesh, config.mesh.fsdp, key)
+    return state_lib.abstract_state(setup, run.mesh, key)
 
   restored = ckpt.restore_latest(abstract_for)
   if restored is None:
-    abstract = state_lib.abstract_state(run.setup, run.mesh, config.mesh.fsdp, key)
+    abstract = state_lib.abstract_state(run.setup, run.mesh, key)
     shardings = jax.tree.map(lambda x: x.sharding, abstract)
     state = jax.jit(lambda k: state_lib.init_state(run.setup, k), out_shardings=shardings)(key)
     run.set_state(state)
@@ -116,6 +119,7 @@ def make_hooks(run):
   config = run.config
   total = config.train.steps
   value_range = run.dataset.info["value_range"]
+  peak, _ = perf.peak_flops(config.train.peak_flops, config.model.dtype)
   last_time, last_step = time.perf_counter(), None
 
   def log_metrics(step, metrics):
@@ -126,7 +130,12 @@ def make_hooks(run):
     out = {k: float(v) for k, v in jax.device_get(metrics).items()}
     out["train/lr"] = float(state_lib.lr_schedule(config.train, total)(step - 1))
     if last_step is not None:
-      out["train/steps_per_sec"] = (step - last_step) / max(now - last_time, 1e-9)
+      rate = (step - last_step) / max(now - last_time, 1e-9)
+      flops = perf.train_flops_per_step(dit.flops_per_image(run.setup.arch),
+                                        config.train.batch_size)
+      out["train/steps_per_sec"] = rate
+      out["train/images_per_sec"] = rate * config.train.batch_size
+      out["train/mfu"] = rate * flops / (peak * jax.device_count())
     last_time, last_step = now, step
     run.writer.write(step, out)
 
@@ -138,9 +147,10 @@ def make_hooks(run):
       return
     key = (run.setup.arch, scfg.num)
     if key not in samplers:  # the architecture may change after pruning
-      samplers[key] = sampling.make_sampler(run.setup, scfg, scfg.num, value_range)
-    x = samplers[key](run.state["ema"], jax.random.PRNGKey(config.seed + 1))
-    report.save_grid(jax.device_get(x), workdir_lib.path(
+      samplers[key] = sampling.make_sampler(run.setup, scfg, scfg.num, value_range, run.mesh)
+    x = sharding.gather(samplers[key](run.state["ema"], jax.random.PRNGKey(config.seed + 1)))
+    if workdir_lib.is_writer():
+      report.save_grid(x, workdir_lib.path(
         run.workdir, workdir_lib.SAMPLES, f"step_{step:07d}.png"), value_range)
 
   def checkpoint(step, metrics):
@@ -156,7 +166,7 @@ def make_hooks(run):
     if tracker is None:
       tracker = memorization.GapTracker(run.setup.sched, run.dataset, config.memo.probe,
                                         config.memo.buckets, config.diffusion.weighting,
-                                        config.seed)
+                                        config.seed, run.mesh)
     run.writer.write(step, tracker(run.setup.arch, lambda p: state_lib.make_eps_fn(run.setup, p),
                                    run.state["params"], run.state["ema"]))
 
@@ -230,8 +240,8 @@ def train_and_evaluate(config, workdir, extra_hooks=()):
   """Trains (or resumes) a DiT per `config` in `workdir`, then evaluates; returns the Run."""
   config = config_check.finalize(config)
   workdir = os.path.abspath(workdir)  # orbax needs absolute paths
-  mesh = sharding.make_mesh()
-  config_check.validate(config, mesh.devices.size)
+  mesh = sharding.make_mesh(config.mesh)
+  config_check.validate(config, sharding.batch_devices(mesh))
   dataset = data_lib.load(config.data, config.seed)
   # labels condition the model only when asked: memorization is studied unconditionally
   num_classes = dataset.num_classes if config.data.conditional else 0
@@ -241,7 +251,8 @@ def train_and_evaluate(config, workdir, extra_hooks=()):
     evaluate.fid_network(config, dataset)
   # one run per workdir; a read-only, full or taken workdir fails here, before any compile.
   # A checkpoint holds params, EMA and Adam's two moments in float32: 16 bytes a parameter.
-  lock = workdir_lock.acquire(workdir, need_bytes=16 * dit.num_params(arch))
+  lock = workdir_lock.acquire(workdir, need_bytes=16 * dit.num_params(arch),
+                             process_index=jax.process_index())
   ckpt = None
   try:
     ckpt = checkpointing.Checkpointer(workdir_lib.path(workdir, workdir_lib.CHECKPOINTS),
@@ -267,8 +278,21 @@ def train_and_evaluate(config, workdir, extra_hooks=()):
 
 
 def _loop(run, start, extra_hooks):
-  """Steps from `start` to config.train.steps, with the hooks between steps."""
-  config, ckpt = run.config, run.ckpt
+  """Steps from `start` to config.train.steps, with the hooks between steps.
+
+  SIGTERM asks for a checkpoint and a stop from the moment the loop is entered,
+  set-up included.
+  """
+  previous = _install_sigterm(run)
+  try:
+    _steps(run, start, extra_hooks)
+  finally:
+    if previous is not None:
+      signal.signal(signal.SIGTERM, previous)
+
+
+def _steps(run, start, extra_hooks):
+  config = run.config
   if run.pruned is None and start == config.prune.at_step:  # resumed right at the prune
     prune_now(run, start)
     if start in config.eval.at_steps:  # the pruned model before any fine-tuning
@@ -277,15 +301,16 @@ def _loop(run, start, extra_hooks):
            config.model.variant, dit.num_params(run.setup.arch),
            dit.flops_per_image(run.setup.arch) / 1e6, len(run.dataset.train_x), start)
   hooks = make_hooks(run) + list(extra_hooks)
-  previous = _install_sigterm(run)
+  distributed.barrier(f"dit_jax_loop_{start}")  # every process restored and ready
   # a log file (a sweep in the background) gets a line a minute, a terminal a live bar
   bar = tqdm.tqdm(total=config.train.steps, initial=start, desc="train", unit="step",
-                  dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 60.0)
+                  dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 60.0,
+                  disable=not workdir_lib.is_writer())
   pending = None
   try:
     for step in range(start + 1, config.train.steps + 1):
       batch = train_step.get_batch(run.dataset, config.seed, step - 1,
-                                   config.train.batch_size,
+                                   config.train.batch_size, run.mesh,
                                    labels=bool(run.setup.arch.num_classes))
       run.state, metrics = run.step_fn(run.state, sharding.put_batch(batch, run.mesh))
       if pending is not None:  # checked one step late so dispatch stays asynchronous
@@ -300,7 +325,7 @@ def _loop(run, start, extra_hooks):
         t0 = time.perf_counter()
         hook(step, metrics)
         run.timings[name] = run.timings.get(name, 0.0) + time.perf_counter() - t0
-      if run.stop_requested or ckpt.reached_preemption(step):
+      if _stop_now(run, step):
         _check_finite(*pending)
         run.stop_requested = True
         run.save(step, force=True)
@@ -310,8 +335,27 @@ def _loop(run, start, extra_hooks):
       _check_finite(*pending)
   finally:
     bar.close()
-    if previous is not None:
-      signal.signal(signal.SIGTERM, previous)
+
+
+STOP_SYNC_EVERY = 10  # steps between the processes' agreement on a requested stop
+
+
+def _stop_now(run, step):
+  """Whether to checkpoint and stop after this step, the same answer on every process.
+
+  A SIGTERM reaches one host; the hosts compare their flags every
+  STOP_SYNC_EVERY steps (one tiny all-gather), so all of them save the same step
+  and exit instead of waiting in a collective for a host that has gone.
+  Preemption notices come through orbax, which already agrees across hosts.
+  """
+  if run.ckpt.reached_preemption(step):
+    return True
+  if jax.process_count() == 1:
+    return run.stop_requested
+  if step % STOP_SYNC_EVERY:
+    return False
+  flags = multihost_utils.process_allgather(np.asarray(run.stop_requested))
+  return bool(np.any(flags))
 
 
 EVAL_METRICS = ("mem_ratio", "precision", "recall", "fd", "fid", "nll", "d_ratio_p50")
@@ -328,7 +372,7 @@ def _evaluate(run, name=None, top_level=True):
   step = int(run.state["step"])
   log.info("evaluating %d samples of the EMA weights at step %d", config.eval.num, step)
   summary, extras = evaluate.evaluate(config, run.setup, run.state["ema"], run.dataset,
-                                      config.eval.num, config.seed)
+                                      config.eval.num, config.seed, run.mesh)
   summary["step"] = step
   sections = {"by_step": {str(step): summary}}
   if top_level:

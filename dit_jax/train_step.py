@@ -2,7 +2,6 @@
 """
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from dit_jax import data as data_lib
@@ -15,6 +14,33 @@ class NonFiniteLossError(FloatingPointError):
   """The loss went NaN or inf; the run stopped and kept its last good checkpoint."""
 
 
+def _loss_and_grads(setup, config, params, x, y, t, noise):
+  """Mean denoising loss of a batch at the given times and noise, and its gradient."""
+  def loss_fn(p):
+    return diffusion.per_example_loss(state_lib.make_eps_fn(setup, p, y), setup.sched, x, t,
+                                      noise, config.diffusion.weighting).mean()
+  return jax.value_and_grad(loss_fn)(params)
+
+
+def _accumulated(setup, config, params, x, y, t, noise, k):
+  """The loss and gradient of the whole batch as the mean over k micro-batches.
+
+  Micro-batch j takes rows j, j + k, j + 2k, ...: rows are split over the devices
+  in contiguous runs, so each micro-batch still spans every device. The times and
+  noise were drawn for the whole batch first, so the result equals one big step's
+  up to the order of summation.
+  """
+  micro = lambda a: None if a is None else jnp.swapaxes(
+      a.reshape(a.shape[0] // k, k, *a.shape[1:]), 0, 1)
+
+  def body(carry, mb):
+    loss, grads = _loss_and_grads(setup, config, params, *mb)
+    return jax.tree.map(jnp.add, carry, (loss, grads)), None
+  zero = (jnp.zeros(()), jax.tree.map(jnp.zeros_like, params))
+  (loss, grads), _ = jax.lax.scan(body, zero, (micro(x), micro(y), micro(t), micro(noise)))
+  return loss / k, jax.tree.map(lambda g: g / k, grads)
+
+
 def train_step(setup, config, state, batch):
   key = jax.random.fold_in(state["rng"], state["step"])
   k_drop, k_loss = jax.random.split(key)
@@ -22,12 +48,17 @@ def train_step(setup, config, state, batch):
   if y is not None and setup.arch.num_classes:  # label dropout for guidance
     drop = jax.random.bernoulli(k_drop, config.model.class_dropout, y.shape)
     y = jnp.where(drop, setup.arch.num_classes, y)
-
-  def loss_fn(params):
-    return diffusion.loss(state_lib.make_eps_fn(setup, params, y), setup.sched, batch["x"], k_loss,
-                          config.diffusion.weighting)
-
-  loss, grads = jax.value_and_grad(loss_fn)(state["params"])
+  elif not setup.arch.num_classes:
+    y = None
+  x = batch["x"]
+  kt, kn = jax.random.split(k_loss)  # times and noise for the whole batch
+  t = setup.sched.sample_t(kt, x.shape[:1])
+  noise = jax.random.normal(kn, x.shape, x.dtype)
+  k = config.train.grad_accum
+  if k == 1:
+    loss, grads = _loss_and_grads(setup, config, state["params"], x, y, t, noise)
+  else:
+    loss, grads = _accumulated(setup, config, state["params"], x, y, t, noise, k)
   updates, opt_state = setup.tx.update(grads, state["opt_state"], state["params"])
   params = optax.apply_updates(state["params"], updates)
   d = ema_decay(config, state["step"])
@@ -64,23 +95,28 @@ def jit_train_step(setup, config, state_sh, mesh):
                  donate_argnums=0)
 
 
-def get_batch(dataset, seed, step, batch_size, labels=False):
-  """The global batch of `step`, this process's rows only."""
+def get_batch(dataset, seed, step, batch_size, mesh, labels=False):
+  """The rows of the global batch of `step` that this process's devices hold.
+
+  The global batch is a pure function of (seed, step), so every process agrees
+  on it without talking, and a resumed run replays it; each process reads only
+  its own rows (from disk, for a training split held as data.DiskRows).
+  """
   idx = data_lib.batch_indices(seed, step, len(dataset.train_x), batch_size)
-  idx = np.array_split(idx, jax.process_count())[jax.process_index()]
+  idx = idx[sharding.process_slice(mesh, batch_size)]
   batch = {"x": dataset.train_x[idx]}
   if labels:
-    batch["y"] = dataset.train_y[idx].astype(np.int32)
+    batch["y"] = dataset.train_y[idx].astype(jnp.int32)
   return batch
 
 
 def run_steps(setup, config, mesh, state, dataset, start, num):
   """`num` training steps from `start` on a copy of `state` (used to probe candidates)."""
-  state_sh = sharding.shardings_of(state, mesh, config.mesh.fsdp)
+  state_sh = sharding.shardings_of(state, mesh)
   step_fn = jit_train_step(setup, config, state_sh, mesh)
   state = jax.device_put(jax.tree.map(jnp.copy, state), state_sh)
   for step in range(start, start + num):
-    batch = get_batch(dataset, config.seed, step, config.train.batch_size,
+    batch = get_batch(dataset, config.seed, step, config.train.batch_size, mesh,
                       labels=bool(setup.arch.num_classes))
     state, _ = step_fn(state, sharding.put_batch(batch, mesh))
   return state

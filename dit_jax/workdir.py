@@ -15,6 +15,7 @@ import logging
 import os
 import time
 
+import jax
 import ml_collections
 
 from dit_jax import checkpointing
@@ -45,8 +46,20 @@ def path(workdir, *parts):
   return os.path.join(workdir, *parts)
 
 
+def is_writer():
+  """Whether this process writes the workdir's files: process 0 of a multi-host run,
+  or the only one. Checkpoints are the exception: orbax has every process write
+  its own shards."""
+  return jax.process_index() == 0
+
+
 def atomic_write(file, text):
-  """Writes text to file via a temporary name and a rename: never half a file."""
+  """Writes text to file via a temporary name and a rename: never half a file.
+
+  Only the writer process writes; the others return without touching the disk.
+  """
+  if not is_writer():
+    return
   os.makedirs(os.path.dirname(os.path.abspath(file)), exist_ok=True)
   tmp = f"{file}.tmp"
   with open(tmp, "w", encoding="utf-8") as f:
@@ -56,6 +69,8 @@ def atomic_write(file, text):
 
 def write_config(config, workdir):
   """Writes config.json; an older, different one is kept beside it, never lost."""
+  if not is_writer():
+    return
   file = path(workdir, CONFIG)
   text = config.to_json_best_effort(indent=2, sort_keys=True)
   if os.path.exists(file):
@@ -150,7 +165,7 @@ def load(workdir, step=None, mesh=None):
     meta = ckpt.restore_meta(step)
     setup = state_lib.make_setup(config, dit.Arch.from_json(meta["arch"]))
     mesh = mesh or sharding.make_mesh()
-    state, meta = ckpt.restore(state_lib.abstract_state(setup, mesh, config.mesh.fsdp), step)
+    state, meta = ckpt.restore(state_lib.abstract_state(setup, mesh), step)
   finally:
     ckpt.close()
   return config, setup, state, meta

@@ -17,7 +17,14 @@ class WorkdirError(ValueError):
   """The workdir cannot be used: taken by another run, read-only or full."""
 
 
-def acquire(workdir, need_bytes=0):
+def lock_name(process_index=0):
+  """Each process of a run holds its own lock file: process 0 `.lock` (as a
+  single-process run does), process i `.lock.i`. A second launch of the same run
+  collides on every one of them, and a single-process run on process 0's."""
+  return LOCK_NAME if process_index == 0 else f"{LOCK_NAME}.{process_index}"
+
+
+def acquire(workdir, need_bytes=0, process_index=0):
   """Checks that workdir is writable with need_bytes free, then locks it; -> the lock.
 
   Release with release(lock) (or by exiting). The lock file stays: deleting it
@@ -33,7 +40,7 @@ def acquire(workdir, need_bytes=0):
     raise WorkdirError(
         f"workdir {workdir} has {free / 2**20:.1f} MiB free, but one checkpoint of this "
         f"model takes about {need_bytes / 2**20:.1f} MiB; free space or use another --workdir.")
-  path = os.path.join(workdir, LOCK_NAME)
+  path = os.path.join(workdir, lock_name(process_index))
   lock = open(path, "a", encoding="utf-8")  # pylint: disable=consider-using-with
   try:
     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

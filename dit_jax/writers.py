@@ -16,15 +16,23 @@ def _scalar(v):
 
 
 class MetricWriter:
-  """Appends one JSON object per logged step and mirrors scalars to TensorBoard."""
+  """Appends one JSON object per logged step and mirrors scalars to TensorBoard.
+
+  On a process other than the writer (workdir.is_writer) it writes nothing.
+  """
 
   def __init__(self, workdir, tensorboard=True):
-    os.makedirs(workdir, exist_ok=True)
     self.path = workdir_lib.path(workdir, workdir_lib.METRICS)
+    self._file = self._tb = None
+    if not workdir_lib.is_writer():
+      return
+    os.makedirs(workdir, exist_ok=True)
     self._file = open(self.path, "a", encoding="utf-8")
     self._tb = SummaryWriter(logdir=workdir, flush_secs=30) if tensorboard else None
 
   def write(self, step, metrics):
+    if self._file is None:
+      return
     row = {"step": int(step), **{k: _scalar(v) for k, v in metrics.items()}}
     self._file.write(json.dumps(row) + "\n")
     self._file.flush()
@@ -36,7 +44,8 @@ class MetricWriter:
   def close(self, quiet=False):
     """Flushes and closes; quiet=True logs a failed flush instead of raising it."""
     try:
-      self._file.close()
+      if self._file is not None:
+        self._file.close()
       if self._tb is not None:
         self._tb.close()
     except OSError as e:

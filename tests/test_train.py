@@ -77,8 +77,8 @@ def test_more_steps_continue_a_finished_run(tmp_path, data_dir, monkeypatch):
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, data_dir, monkeypatch):
   w = str(tmp_path / "w")
   good = train_step.get_batch
-  def poisoned(dataset, seed, step, batch_size, labels=False):
-    batch = good(dataset, seed, step, batch_size, labels)
+  def poisoned(dataset, seed, step, batch_size, mesh, labels=False):
+    batch = good(dataset, seed, step, batch_size, mesh, labels)
     if step == 12:  # the batch of step 13
       batch["x"] = np.full_like(batch["x"], np.nan)
     return batch

@@ -285,12 +285,17 @@ class Block(nnx.Module):
     return x_BTD + g2[:, None] * m
 
 
+def _call_block(block, x_BTD, c_BD, head_mask, mlp_mask):
+  return block(x_BTD, c_BD, head_mask, mlp_mask)
+
+
 class DiT(nnx.Module):
   """Predicts the noise eps from (x_t, network time in [0,1], label)."""
 
-  def __init__(self, arch: Arch, fence=False, *, rngs: nnx.Rngs):
+  def __init__(self, arch: Arch, fence=False, remat=False, *, rngs: nnx.Rngs):
     self.arch = arch
     self.fence = fence
+    self.remat = remat  # recompute each block in the backward pass: less memory
     d, p, c = arch.hidden, arch.patch, arch.channels
     self.patch_w = _param(rngs, _xavier(), (p * p * c, d))
     self.patch_b = _param(rngs, _zeros, (d,))
@@ -324,10 +329,13 @@ class DiT(nnx.Module):
         y_B = jnp.full(t_B.shape, arch.num_classes, jnp.int32)
       c_BD = c_BD + self.label_embed[...].astype(dt)[y_B]
 
+    call = _call_block
+    if self.remat:
+      call = nnx.remat(_call_block)
     for i, block in enumerate(self.blocks):
-      x_BTD = block(x_BTD, c_BD,
-                    None if head_masks is None else head_masks[i],
-                    None if mlp_masks is None else mlp_masks[i])
+      x_BTD = call(block, x_BTD, c_BD,
+                   None if head_masks is None else head_masks[i],
+                   None if mlp_masks is None else mlp_masks[i])
 
     x_BTD = _fence_if(self.fence, x_BTD)
     mod = jax.nn.silu(c_BD) @ self.final_ada_w[...].astype(dt) + self.final_ada_b[...].astype(dt)
@@ -337,13 +345,13 @@ class DiT(nnx.Module):
     return unpatchify(x, arch.patch, arch.channels).astype(jnp.float32)
 
 
-def abstract_model(arch, fence=False):
+def abstract_model(arch, fence=False, remat=False):
   """(graphdef, abstract params) without allocating anything.
 
-  `fence` (resolve_fence) is part of the graph, not of the parameters.
+  `fence` (resolve_fence) and `remat` are part of the graph, not of the parameters.
   """
-  graphdef, params = nnx.split(nnx.eval_shape(lambda: DiT(arch, fence, rngs=nnx.Rngs(0))),
-                               nnx.Param)
+  graphdef, params = nnx.split(
+      nnx.eval_shape(lambda: DiT(arch, fence, remat, rngs=nnx.Rngs(0))), nnx.Param)
   return graphdef, nnx.to_pure_dict(params)
 
 
