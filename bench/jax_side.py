@@ -1,0 +1,115 @@
+"""dit_jax's side of the torch-vs-JAX bench: each row's function as dit_jax runs it.
+
+Training times the step the loop runs (steps.jit_train_step over state.init_state's
+state, fence included, donated, metrics out); forward a jitted dit.apply; sampling
+state.make_sampler's jitted DDIM loop, as evaluation and the sample hook call it.
+"""
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bench.rows import row_inputs
+from dit_jax import configlib, sharding, state as state_lib, steps
+from dit_jax.models import dit
+
+
+def config_for(row):
+  """The base config with the row's model, image and batch size (no prune, no labels)."""
+  c = configlib.base_config()
+  c.model.variant = row["variant"]
+  c.model.hidden = row.get("hidden", 0)
+  c.model.depth = row.get("depth", 0)
+  c.data.image_size, c.data.channels = row["image"], row["channels"]
+  c.train.batch_size = row["batch"]
+  c.sample.method, c.sample.steps = "ddim", row.get("steps", 50)
+  return configlib.finalize(c)
+
+
+def arch_for(row):
+  c = config_for(row)
+  return dit.arch_from_config(c.model, row["image"], row["channels"], 0)
+
+
+def num_params(row):
+  return dit.num_params(arch_for(row))
+
+
+def flatten(tree, prefix=""):
+  """dit.init_params's nested dict -> {"blocks/0/qkv_w": array}, numpy."""
+  out = {}
+  items = tree.items() if isinstance(tree, dict) else enumerate(tree)
+  for key, value in items:
+    path = f"{prefix}{key}"
+    if isinstance(value, (dict, list, tuple)):
+      out.update(flatten(value, path + "/"))
+    else:
+      out[path] = np.asarray(value)
+  return out
+
+
+def unflatten(flat):
+  """{"blocks/0/qkv_w": array} -> the nested dict dit.init_params returns."""
+  out = {}
+  for path, value in flat.items():
+    node, keys = out, [int(k) if k.isdigit() else k for k in path.split("/")]
+    for k in keys[:-1]:
+      node = node.setdefault(k, {})
+    node[keys[-1]] = jnp.asarray(value)
+  return out
+
+
+def train_runner(row, params):
+  config = config_for(row)
+  setup = state_lib.make_setup(config, arch_for(row))
+  state = state_lib.init_state(setup, jax.random.PRNGKey(0))
+  state = dict(state, params=params, ema=jax.tree.map(jnp.copy, params),
+               opt_state=setup.tx.init(params))
+  mesh = sharding.make_mesh()
+  sh = sharding.state_shardings(jax.eval_shape(lambda: state), mesh)
+  step_fn = steps.jit_train_step(setup, config, sh, mesh)
+  batch = sharding.put_batch({"x": row_inputs(row)[0]}, mesh)
+  current = jax.device_put(state, sh)
+
+  def run():
+    nonlocal current
+    current, metrics = step_fn(current, batch)
+    jax.block_until_ready(metrics)
+  return run
+
+
+def forward_runner(row, params):
+  graphdef, _ = dit.abstract_model(arch_for(row))
+  fwd = jax.jit(lambda p, x, t: dit.apply(graphdef, p, x, t))
+  x, t = (jnp.asarray(a) for a in row_inputs(row))
+  return lambda: jax.block_until_ready(fwd(params, x, t))
+
+
+def sample_runner(row, params):
+  config = config_for(row)
+  setup = state_lib.make_setup(config, arch_for(row))
+  sampler = state_lib.make_sampler(setup, config.sample, row["batch"], (-1.0, 1.0))
+  key = jax.random.PRNGKey(1)
+  return lambda: jax.block_until_ready(sampler(params, key))
+
+
+def runner(row, flat_params):
+  """A function running the row once, compiled and run once already."""
+  make = {"train": train_runner, "forward": forward_runner, "sample": sample_runner}
+  fn = make[row["kind"]](row, unflatten(flat_params))
+  fn()
+  return fn
+
+
+def matmul_gflops(n, reps=10):
+  """fp32 n x n matmul throughput of jnp.dot, jitted: the stack's own ceiling."""
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+  mm = jax.jit(jnp.dot)
+  jax.block_until_ready(mm(a, a))
+  times = []
+  for _ in range(reps):
+    t0 = time.perf_counter()
+    jax.block_until_ready(mm(a, a))
+    times.append(time.perf_counter() - t0)
+  return 2 * n ** 3 / float(np.median(times)) / 1e9
