@@ -37,14 +37,19 @@ def load_params(path):
 
 
 def serve(fn, ready):
-  """Prints `ready`, then runs fn N times for each line "N" and answers the seconds."""
+  """Prints `ready`, then runs fn N times for each line "N" and answers the seconds.
+
+  `cpu_s` (this process's CPU time, all threads) tells work from waiting: with other
+  jobs on the cores the wall time grows while the CPU time mostly does not.
+  """
   print(json.dumps(ready), flush=True)
   for line in sys.stdin:
     n = int(line)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(n):
       fn()
-    print(json.dumps({"s": time.perf_counter() - t0}), flush=True)
+    print(json.dumps({"s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}),
+          flush=True)
 
 
 def main():
@@ -62,6 +67,9 @@ def main():
     return
   t0 = time.perf_counter()
   if args.stack == "jax":
+    # as dit_jax's scripts start (cli.setup): before JAX runs anything
+    from dit_jax import host_memory  # noqa: PLC0415
+    host_memory.keep_freed_memory()
     from bench import jax_side as side  # noqa: PLC0415
     fn, count = side.runner(row, load_params(args.params)), side.num_params(row)
   else:

@@ -56,9 +56,11 @@ class Worker:
     return json.loads(line)
 
   def seconds(self, calls):
+    """(wall seconds, CPU seconds) of `calls` calls."""
     self.proc.stdin.write(f"{calls}\n")
     self.proc.stdin.flush()
-    return self._read()["s"]
+    out = self._read()
+    return out["s"], out["cpu_s"]
 
   def close(self):
     self.proc.stdin.close()
@@ -101,7 +103,7 @@ def summarize(row, checked, ready, ms, flops_per_image):
 
 def calls_per_round(workers, target_s):
   """Calls per timed chunk: about target_s seconds of the fastest stack."""
-  fastest = min(w.seconds(1) for w in workers)
+  fastest = min(w.seconds(1)[0] for w in workers)
   return max(1, int(round(target_s / max(fastest, 1e-6))))
 
 
@@ -113,16 +115,19 @@ def run_row(row, stacks, rounds, target_s, threads, tmp):
     for s in stacks:  # one at a time, so no compile shares the CPUs with another
       workers.append(Worker(s, row, params, threads, os.path.join(tmp, f"{row['name']}.{s}.log")))
     calls = calls_per_round(workers, target_s)
-    ms = {s: [] for s in stacks}
+    ms, cpu_ms = {s: [] for s in stacks}, {s: [] for s in stacks}
     for r in range(rounds):
       for w in workers[r % len(workers):] + workers[:r % len(workers)]:
-        ms[w.stack].append(1e3 * w.seconds(calls) / calls)
+        wall, cpu = w.seconds(calls)
+        ms[w.stack].append(1e3 * wall / calls)
+        cpu_ms[w.stack].append(1e3 * cpu / calls)
   finally:
     for w in workers:
       w.close()
   out = summarize(row, checked, {w.stack: w.ready for w in workers}, ms,
                   checked["flops_per_image"])
   out["calls_per_round"] = calls
+  out["median_cpu_ms"] = {s: round(float(np.median(v)), 3) for s, v in cpu_ms.items()}
   return out
 
 

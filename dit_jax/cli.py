@@ -9,11 +9,17 @@ import numpy as np
 from absl import logging as absl_logging
 
 from dit_jax import evaluate
+from dit_jax import host_memory
 from dit_jax import writers
 
 
 def setup():
-  """Our INFO logs and a persistent compilation cache (JAX_COMPILATION_CACHE_DIR overrides)."""
+  """Host memory kept for reuse, our INFO logs, a persistent compilation cache.
+
+  JAX_COMPILATION_CACHE_DIR overrides the cache's place. Runs before any computation:
+  host_memory has to act before JAX starts its threads.
+  """
+  host_memory.keep_freed_memory()
   # libraries (orbax, tfds) log a lot at INFO through absl: keep theirs to warnings
   absl_logging.set_verbosity(absl_logging.WARNING)
   logging.getLogger("dit_jax").setLevel(logging.INFO)
