@@ -23,6 +23,7 @@ VARIANTS = {
 }
 PATCHES = (1, 2, 4, 8)
 FREQ_DIM = 256  # width of the sinusoidal timestep features
+FENCE_BLOCK = 16  # channels per identity product in the CPU cotangent fence
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,12 +166,15 @@ def _cotangent_fence(x):
   every later block, all cheap elementwise ops) into each consumer that needs it
   in another layout, recomputing the whole chain per consumer: the backward grows
   with the square of the depth and, at batch 32-128, costs several times the
-  forward. A dot is never duplicated into a fusion, so a D x D identity product
-  where each layer norm reads the stream makes XLA compute the chain once. It
-  adds 2*D^2 flops per token and norm (3% of a train step of the default model;
-  the product is exact, only XLA's order of summation moves) and makes the step
+  forward. A dot is never duplicated into a fusion, so an identity product where
+  each layer norm reads the stream makes XLA compute the chain once, and the step
   1.6-2x faster on the CPU at batch 32-128 (bench/cotangent_fence.py); other
   backends do not need it and skip it (`fence_cotangents`).
+
+  The product runs on blocks of FENCE_BLOCK channels, (..., D/16, 16) @ I_16, not
+  on all D at once: any dot fences, and the block one costs 32 flops per element
+  instead of 2*D (768 for S/2, whose train step it makes 4% cheaper in CPU time, 2%
+  for tiny/2; BENCHMARKS.md). Exact: each output is one input times 1 plus zeros.
   """
   return x
 
@@ -180,7 +184,9 @@ def _fence_fwd(x):
 
 
 def _fence_bwd(_, g):
-  return (g @ jnp.eye(g.shape[-1], dtype=g.dtype),)
+  k = math.gcd(g.shape[-1], FENCE_BLOCK)
+  blocks = g.reshape(*g.shape[:-1], g.shape[-1] // k, k)
+  return ((blocks @ jnp.eye(k, dtype=g.dtype)).reshape(g.shape),)
 
 
 _cotangent_fence.defvjp(_fence_fwd, _fence_bwd)
@@ -194,6 +200,21 @@ def fence_cotangents():
 def _fence_if_needed(x_BTD):
   """Fences the residual stream where a layer norm reads it."""
   return _cotangent_fence(x_BTD) if fence_cotangents() else x_BTD
+
+
+def attention(q_BTHK, k_BSHK, v_BSHK):
+  """Softmax attention, jax.nn.dot_product_attention's function in two einsums.
+
+  On XLA:CPU dot_product_attention's general path (grouped heads under vmap, masks)
+  lays the probabilities out again between its two products; at S/2's 256 tokens
+  this form makes the train step 11% cheaper in CPU time, and at 16 tokens costs
+  the same (BENCHMARKS.md). The scale goes on q, the smaller operand.
+  """
+  scale = q_BTHK.shape[-1] ** -0.5
+  logits_BHTS = jnp.einsum("bthk,bshk->bhts", q_BTHK * scale, k_BSHK,
+                           preferred_element_type=jnp.float32)
+  probs_BHTS = jax.nn.softmax(logits_BHTS, axis=-1).astype(q_BTHK.dtype)
+  return jnp.einsum("bhts,bshk->bthk", probs_BHTS, v_BSHK)
 
 
 def _per_example(mask):
@@ -230,8 +251,7 @@ class Block(nnx.Module):
     h = _modulate(_layer_norm(x_BTD), sh1, sc1)
     qkv_BT3HK = (jnp.einsum("btd,dshk->btshk", h, self.qkv_w[...].astype(dt))
                  + self.qkv_b[...].astype(dt))
-    q, k, v = (qkv_BT3HK[:, :, i] for i in range(3))
-    o_BTHK = jax.nn.dot_product_attention(q, k, v)
+    o_BTHK = attention(*(qkv_BT3HK[:, :, i] for i in range(3)))
     if head_mask is not None:  # importance probes: d loss / d mask, (H,) or per example (B, H)
       o_BTHK = o_BTHK * _per_example(head_mask.astype(dt))[:, None, :, None]
     attn = jnp.einsum("bthk,hkd->btd", o_BTHK, self.out_w[...].astype(dt))
