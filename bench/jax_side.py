@@ -70,20 +70,24 @@ def train_runner(row, params):
   sh = sharding.state_shardings(jax.eval_shape(lambda: state), mesh)
   step_fn = steps.jit_train_step(setup, config, sh, mesh)
   batch = sharding.put_batch({"x": row_inputs(row)[0]}, mesh)
-  current = jax.device_put(state, sh)
+  current, pending = jax.device_put(state, sh), None
 
   def run():
-    nonlocal current
+    """One step as train._loop runs it: dispatched before the last step's loss is read."""
+    nonlocal current, pending
     current, metrics = step_fn(current, batch)
-    jax.block_until_ready(metrics)
-  return run
+    if pending is not None:
+      float(pending["train/loss"])
+    pending = metrics
+
+  return run, lambda: jax.block_until_ready(pending)
 
 
 def forward_runner(row, params):
   graphdef, _ = dit.abstract_model(arch_for(row))
   fwd = jax.jit(lambda p, x, t: dit.apply(graphdef, p, x, t))
   x, t = (jnp.asarray(a) for a in row_inputs(row))
-  return lambda: jax.block_until_ready(fwd(params, x, t))
+  return lambda: jax.block_until_ready(fwd(params, x, t)), lambda: None
 
 
 def sample_runner(row, params):
@@ -91,15 +95,20 @@ def sample_runner(row, params):
   setup = state_lib.make_setup(config, arch_for(row))
   sampler = state_lib.make_sampler(setup, config.sample, row["batch"], (-1.0, 1.0))
   key = jax.random.PRNGKey(1)
-  return lambda: jax.block_until_ready(sampler(params, key))
+  return lambda: jax.block_until_ready(sampler(params, key)), lambda: None
 
 
 def runner(row, flat_params):
-  """A function running the row once, compiled and run once already."""
+  """(run the row once, wait for what was run), compiled and run once already.
+
+  Training keeps one step in flight as the loop does; forward and sampling block
+  on their result, as a caller reading it would.
+  """
   make = {"train": train_runner, "forward": forward_runner, "sample": sample_runner}
-  fn = make[row["kind"]](row, unflatten(flat_params))
-  fn()
-  return fn
+  run, finish = make[row["kind"]](row, unflatten(flat_params))
+  run()
+  finish()
+  return run, finish
 
 
 def matmul_gflops(n, reps=10):

@@ -36,8 +36,9 @@ def load_params(path):
     return {k: f[k] for k in f.files}
 
 
-def serve(fn, ready):
-  """Prints `ready`, then runs fn N times for each line "N" and answers the seconds.
+def serve(fn, finish, ready):
+  """Prints `ready`, then runs fn N times (and `finish`) for each line "N" and answers
+  the seconds.
 
   `cpu_s` (this process's CPU time, all threads) tells work from waiting: with other
   jobs on the cores the wall time grows while the CPU time mostly does not.
@@ -48,6 +49,7 @@ def serve(fn, ready):
     t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(n):
       fn()
+    finish()
     print(json.dumps({"s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}),
           flush=True)
 
@@ -71,13 +73,14 @@ def main():
     from dit_jax import host_memory  # noqa: PLC0415
     host_memory.keep_freed_memory()
     from bench import jax_side as side  # noqa: PLC0415
-    fn, count = side.runner(row, load_params(args.params)), side.num_params(row)
+    (fn, finish), count = side.runner(row, load_params(args.params)), side.num_params(row)
   else:
     from bench import torch_side as side  # noqa: PLC0415
     side.set_threads(args.threads)
     fn, count = side.runner(row, load_params(args.params), args.stack == "compile")
+    finish = lambda: None  # torch on the CPU returns when its work is done
   compile_s = time.perf_counter() - t0
-  serve(fn, {"stack": args.stack, "compile_s": round(compile_s, 2), "params": count,
+  serve(fn, finish, {"stack": args.stack, "compile_s": round(compile_s, 2), "params": count,
              "matmul_gflops": round(side.matmul_gflops(MATMUL_N), 1)})
 
 
