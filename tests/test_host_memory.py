@@ -12,8 +12,9 @@ from dit_jax import host_memory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # a jitted call whose temporary (sin(x), 64 MB) exceeds what glibc serves from a
-# thread's heap; prints the faults of its calls 5-12 (the heap takes a few calls to
-# settle: a call's buffer can be taken before the last call's is freed)
+# thread's heap; prints the faults of its calls 31-40. The heap takes some calls to
+# settle (a call's buffer can be taken before the last one's is freed): it grew to
+# 597 MB in 20 calls and stayed there through 60, faulting no more after call 20.
 PROBE = """
 import json, resource, sys
 sys.path.insert(0, {root!r})
@@ -23,11 +24,11 @@ import jax, jax.numpy as jnp
 f = jax.jit(lambda x, w: (jnp.sin(x) @ w).sum())
 x, w = jnp.ones((262144, 64)), jnp.ones((64, 64))
 faults = []
-for _ in range(12):
+for _ in range(40):
   before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
   f(x, w).block_until_ready()
   faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(json.dumps({{"applied": applied, "faults": sum(faults[4:])}}))
+print(json.dumps({{"applied": applied, "faults": sum(faults[30:])}}))
 """
 
 
@@ -40,10 +41,9 @@ def _probe(**env):
 def test_per_call_buffer_is_reused_not_faulted_in_again():
   kept, plain = _probe(), _probe(DIT_JAX_MALLOC="system")
   assert kept["applied"] and not plain["applied"]  # the project runs on Linux with glibc
-  pages = 8 * 64 * 2 ** 20 // 4096  # the buffer's pages in 8 calls
+  pages = 10 * 64 * 2 ** 20 // 4096  # the buffer's pages in 10 calls
   assert plain["faults"] > 0.9 * pages  # glibc maps and unmaps it every call
-  # kept: most calls reuse it (measured 1-3 of the 8 calls faulting it in again)
-  assert kept["faults"] < 0.5 * pages
+  assert kept["faults"] < 0.1 * pages  # reused
 
 
 def test_opt_out_and_no_glibc_leave_malloc_alone(monkeypatch):
