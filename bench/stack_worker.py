@@ -57,7 +57,7 @@ def serve(fn, finish, ready):
 def main():
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--stack", required=True, choices=("jax", "eager", "compile", "check"))
-  ap.add_argument("--row", required=True, help="the row's JSON (torch_vs_jax.ROWS)")
+  ap.add_argument("--row", required=True, help="the row's JSON (bench/rows.py)")
   ap.add_argument("--params", required=True, help=".npz of flattened dit_jax parameters")
   ap.add_argument("--threads", type=int, default=2)
   args = ap.parse_args()
@@ -80,8 +80,9 @@ def main():
     fn, count = side.runner(row, load_params(args.params), args.stack == "compile")
     finish = lambda: None  # torch on the CPU returns when its work is done
   compile_s = time.perf_counter() - t0
-  serve(fn, finish, {"stack": args.stack, "compile_s": round(compile_s, 2), "params": count,
-             "matmul_gflops": round(side.matmul_gflops(MATMUL_N), 1)})
+  ready = {"stack": args.stack, "compile_s": round(compile_s, 2), "params": count,
+           "matmul_gflops": round(side.matmul_gflops(MATMUL_N), 1)}
+  serve(fn, finish, ready)
 
 
 if __name__ == "__main__":
