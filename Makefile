@@ -25,5 +25,14 @@ fid_weights: $(VENV)/.installed
 test: $(VENV)/.installed fid_weights
 	$(PY) -m pytest -q tests
 
+# dit_jax against the PyTorch DiT (bench/torch_vs_jax.py); BENCH_ARGS=--quick for a smoke run
+BENCH_ARGS ?=
+$(VENV)/.bench: $(VENV)/.installed
+	$(PY) -m pip install -q torch==2.13.0
+	touch $@
+
+bench: $(VENV)/.bench
+	$(PY) bench/torch_vs_jax.py $(BENCH_ARGS)
+
 clean:
 	rm -rf .jax_cache

@@ -25,5 +25,8 @@ setup(
         "scipy>=1.11,<2",
         "pillow>=10,<14",
     ],
-    extras_require={"test": ["pytest>=8,<10", "hypothesis>=6.100,<7"]},
+    # bench: bench/torch_vs_jax.py's PyTorch DiT only (pinned: the CPU wheel on disk);
+    # nothing in dit_jax imports torch
+    extras_require={"test": ["pytest>=8,<10", "hypothesis>=6.100,<7"],
+                    "bench": ["torch==2.13.0"]},
 )

@@ -11,6 +11,7 @@ from absl import logging as absl_logging
 from dit_jax import checkpointing
 from dit_jax import distributed
 from dit_jax import evaluate
+from dit_jax import host_memory
 from dit_jax import train_step
 from dit_jax import workdir as workdir_lib
 from dit_jax import workdir_lock
@@ -27,8 +28,12 @@ flags.DEFINE_integer("process_id", None, "Multi-process runs: this process's ind
 
 
 def setup():
-  """Joins a multi-process run if asked, our INFO logs, a persistent compilation cache
-  (JAX_COMPILATION_CACHE_DIR overrides)."""
+  """Host memory kept for reuse, joins a multi-process run if asked, our INFO logs, a
+  persistent compilation cache (JAX_COMPILATION_CACHE_DIR overrides its place).
+
+  Runs before any computation: host_memory has to act before JAX starts its threads.
+  """
+  host_memory.keep_freed_memory()
   with friendly_errors():
     distributed.initialize(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
   # libraries (orbax, tfds) log a lot at INFO through absl: keep theirs to warnings

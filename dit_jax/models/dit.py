@@ -25,6 +25,7 @@ VARIANTS = {
 }
 PATCHES = (1, 2, 4, 8)
 FREQ_DIM = 256  # width of the sinusoidal timestep features
+FENCE_BLOCK = 16  # channels per identity product in the CPU cotangent fence
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,12 +195,15 @@ def _cotangent_fence(x):
   every later block, all cheap elementwise ops) into each consumer that needs it
   in another layout, recomputing the whole chain per consumer: the backward grows
   with the square of the depth and, at batch 32-128, costs several times the
-  forward. A dot is never duplicated into a fusion, so a D x D identity product
-  where each layer norm reads the stream makes XLA compute the chain once. It
-  adds 2*D^2 flops per token and norm (3% of a train step of the default model;
-  the product is exact, only XLA's order of summation moves) and makes the step
+  forward. A dot is never duplicated into a fusion, so an identity product where
+  each layer norm reads the stream makes XLA compute the chain once, and the step
   1.6-2x faster on the CPU at batch 32-128 (bench/cotangent_fence.py); other
   backends do not need it (config.model.fence, `resolve_fence`).
+
+  The product runs on blocks of FENCE_BLOCK channels, (..., D/16, 16) @ I_16, not
+  on all D at once: any dot fences, and the block one costs 32 flops per element
+  instead of 2*D (768 for S/2, whose train step it makes 4% cheaper in CPU time, 2%
+  for tiny/2; BENCHMARKS.md). Exact: each output is one input times 1 plus zeros.
   """
   return x
 
@@ -209,7 +213,9 @@ def _fence_fwd(x):
 
 
 def _fence_bwd(_, g):
-  return (g @ jnp.eye(g.shape[-1], dtype=g.dtype),)
+  k = math.gcd(g.shape[-1], FENCE_BLOCK)
+  blocks = g.reshape(*g.shape[:-1], g.shape[-1] // k, k)
+  return ((blocks @ jnp.eye(k, dtype=g.dtype)).reshape(g.shape),)
 
 
 _cotangent_fence.defvjp(_fence_fwd, _fence_bwd)
@@ -268,8 +274,7 @@ class Block(nnx.Module):
     h = _modulate(_layer_norm(x_BTD), sh1, sc1)
     qkv_BT3HK = (jnp.einsum("btd,dshk->btshk", h, self.qkv_w[...].astype(dt))
                  + self.qkv_b[...].astype(dt))
-    q, k, v = (qkv_BT3HK[:, :, i] for i in range(3))
-    o_BTHK = jax.nn.dot_product_attention(q, k, v)
+    o_BTHK = jax.nn.dot_product_attention(*(qkv_BT3HK[:, :, i] for i in range(3)))
     if head_mask is not None:  # importance probes: d loss / d mask, (H,) or per example (B, H)
       o_BTHK = o_BTHK * _per_example(head_mask.astype(dt))[:, None, :, None]
     attn = jnp.einsum("bthk,hkd->btd", o_BTHK, self.out_w[...].astype(dt))

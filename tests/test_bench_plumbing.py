@@ -1,0 +1,43 @@
+"""The torch-vs-JAX bench's own plumbing, without torch (CI has none; the bench itself
+asserts the two models agree before timing): rows, dit_jax's side, the JSON summary."""
+import json
+
+import jax
+
+from bench import jax_side, rows, torch_vs_jax
+from dit_jax.models import dit
+
+
+def test_rows_have_the_issue_sizes():
+  counts = {r["name"]: jax_side.num_params(r) for r in rows.ROWS if r["kind"] == "train"}
+  assert counts == {"tiny2_8x8x1_train_b32": 1270916, "tiny2_8x8x1_train_b128": 1270916,
+                    "w192d6_16x16x3_train_b128": 4163916, "S2_32x32x3_train_b32": 32471436}
+
+
+def test_jax_side_runs_the_smallest_row_from_flat_params():
+  row = dict(rows.QUICK_ROWS[0], batch=2)
+  params = dit.init_params(jax_side.arch_for(row), jax.random.PRNGKey(0))
+  flat = jax_side.flatten(params)
+  back = jax_side.unflatten(flat)
+  assert jax.tree.structure(back) == jax.tree.structure(params)
+  run, finish = jax_side.runner(row, flat)  # compiled, run once
+  run()
+  run()
+  finish()
+
+
+def test_summary_json_medians_of_per_round_ratios():
+  row = dict(rows.QUICK_ROWS[0])
+  ms = {"jax": [10.0, 20.0, 30.0], "eager": [15.0, 20.0, 90.0], "compile": [5.0, 40.0, 30.0]}
+  ready = {s: {"compile_s": 1.0, "matmul_gflops": 100.0} for s in ms}
+  checked = {"row": row["name"], "params": 7, "flops_per_image": 1000}
+  out = torch_vs_jax.summarize(row, checked, ready, ms, 1000)
+  json.dumps(out)  # plain JSON
+  assert out["speedup_vs_eager"] == [1.5, 1.0, 3.0] and out["median_speedup_vs_eager"] == 1.5
+  assert out["median_speedup_vs_compile"] == 1.0  # median of 0.5, 2.0, 1.0
+  # 3 passes x 1000 FLOPs x 32 images in 20 ms, against 100 GFLOP/s
+  assert out["matmul_peak_fraction"]["jax"] == round(3 * 1000 * 32 / 0.02 / 1e9 / 100, 3)
+  met = torch_vs_jax.targets_met([out])
+  assert met[f"{row['name']}/eager"]["met"] and met[f"{row['name']}/compile"]["met"]
+  assert not torch_vs_jax.targets_met([dict(out, median_speedup_vs_eager=1.1)])[
+      f"{row['name']}/eager"]["met"]
