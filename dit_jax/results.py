@@ -1,0 +1,242 @@
+"""docs/RESULTS.md from sweep workdirs: equal-budget tables, durability, the tracker.
+
+Everything here reads the per-step rows sweeps write (sweep_steps.csv) and turns
+them into markdown and figures; nothing is typed in by hand, so rerunning
+scripts/results.py on the same workdirs gives the same file. A study is one
+dataset's rows, possibly merged from several sweep workdirs (e.g. seeds run on
+different cores), keyed by point name so a point present twice counts once.
+"""
+import math
+import os
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+from dit_jax import report
+from dit_jax import stats
+from dit_jax import sweep
+
+BASE = "base"  # method name of the base runs (the tracker's rows)
+TRACKER_KEYS = ("memo_ema/index", "memo_ema/gap")  # what the tracker reports, in order of use
+
+
+def merge(row_lists):
+  """One list of step rows from several sweeps; a (point, step) seen twice is kept once."""
+  seen, out = set(), []
+  for rows in row_lists:
+    for r in rows:
+      key = (r["name"], r["step"])
+      if key not in seen:
+        seen.add(key)
+        out.append(r)
+  return out
+
+
+def load(paths):
+  """Step rows from sweep workdirs (their sweep_steps.csv) or csv files, merged."""
+  lists = []
+  for p in paths:
+    f = os.path.join(p, "sweep_steps.csv") if os.path.isdir(p) else p
+    if not os.path.exists(f):
+      raise FileNotFoundError(f"{f} does not exist; pass a sweep workdir that has run "
+                              "(it writes sweep_steps.csv) or a sweep_steps csv.")
+    lists.append(sweep.read_csv(f))
+  return merge(lists)
+
+
+def seeds_of(rows, method, budget=None):
+  return sorted({r["seed"] for r in rows if r["method"] == method
+                 and (budget is None or r["budget"] == budget)})
+
+
+def _fmt_diff(iv, lower_is_better=True):
+  return f"{stats.fmt_interval(*iv[:2])} ({stats.verdict(*iv[:2], lower_is_better)})"
+
+
+def table(rows, ft, metrics):
+  """Markdown table at fine-tuning step `ft`: every method at every budget, with the
+  paired differences against the control and against random at the same budget."""
+  recs = sweep.comparisons(rows, ft, metrics)
+  metrics = [m for m in metrics if any(m in r for r in recs)]
+  head = (["budget", "method", "seeds"] + metrics
+          + ["mem_ratio vs control", "mem_ratio vs random", "fd vs control", "fd vs random"])
+  lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+  for r in recs:
+    n = max((r[m][2] for m in metrics if m in r), default=0)
+    cells = [stats.fmt_interval(*r[m][:2]) if m in r else "-" for m in metrics]
+    diffs = [_fmt_diff(r[k]) if k in r else "-"
+             for k in ("mem_ratio-control", "mem_ratio-random", "fd-control", "fd-random")]
+    lines.append("| " + " | ".join([str(r["budget"]), r["method"], str(n)] + cells + diffs)
+                 + " |")
+  return "\n".join(lines)
+
+
+def verdicts(rows, ours, fts, budget):
+  """Plain sentences on `ours` against random and against the control at each step."""
+  out = []
+  for ft in fts:
+    recs = {(r["budget"], r["method"]): r for r in sweep.comparisons(rows, ft)}
+    rec = recs.get((budget, ours))
+    if rec is None:
+      continue
+    parts = []
+    for key, label in (("mem_ratio-random", "mem_ratio vs random"),
+                       ("mem_ratio-control", "mem_ratio vs the control"),
+                       ("fd-random", "fd vs random"), ("fd-control", "fd vs the control"),
+                       ("nll-control", "nll vs the control")):
+      if key in rec:
+        mean, half, n = rec[key]
+        parts.append(f"{label} {stats.fmt_interval(mean, half)} "
+                     f"({stats.verdict(mean, half)}, {n} seeds)")
+    out.append(f"- after {ft} fine-tuning steps, `{ours}` at {budget}: " + "; ".join(parts))
+  return out
+
+
+def durability_plot(rows, path):
+  return sweep.plot(rows, path)
+
+
+def _first_reach(steps, values, frac=0.5):
+  """The first step where a series reaches `frac` of the way from its first to its
+  largest value (None if it never rises)."""
+  values = np.asarray(values, np.float64)
+  lo, hi = values[0], values.max()
+  if not hi > lo:
+    return None
+  return int(steps[int(np.argmax(values >= lo + frac * (hi - lo)))])
+
+
+def tracker_vs_memorization(rows, key=None):
+  """Base runs only: per seed the tracker's reading and mem_ratio at each evaluated step,
+  their correlation over all (seed, step) pairs, and which reaches half its rise first.
+
+  `key` defaults to the memo index where the density is known (gmm), else the
+  held-out minus training loss gap."""
+  if key is None:
+    key = next((k for k in TRACKER_KEYS if any(r.get(k) is not None for r in rows
+                                               if r["method"] == BASE)), TRACKER_KEYS[0])
+  base = [r for r in rows if r["method"] == BASE and r.get(key) is not None
+          and r.get("mem_ratio") is not None]
+  per_seed, crossings = {}, []
+  for seed in sorted({r["seed"] for r in base}):
+    rs = sorted((r for r in base if r["seed"] == seed), key=lambda r: r["step"])
+    steps = [r["step"] for r in rs]
+    mem, trk = [r["mem_ratio"] for r in rs], [r[key] for r in rs]
+    per_seed[seed] = (steps, mem, trk)
+    crossings.append((seed, _first_reach(steps, trk), _first_reach(steps, mem)))
+  x = [v for s in per_seed.values() for v in s[2]]
+  y = [v for s in per_seed.values() for v in s[1]]
+  out = {"key": key, "per_seed": per_seed, "crossings": crossings, "n": len(x)}
+  if len(x) >= 3 and np.std(x) > 0 and np.std(y) > 0:
+    out["pearson"] = float(scipy_stats.pearsonr(x, y)[0])
+    out["spearman"] = float(scipy_stats.spearmanr(x, y)[0])
+  return out
+
+
+def tracker_plot(track, path, title):
+  fig, (ax1, ax2) = report.new_figure(2, width=4.5)
+  for seed, (steps, mem, trk) in track["per_seed"].items():
+    line, = ax1.plot(steps, mem, "o-", label=f"seed {seed}")
+    ax1.plot(steps, trk, "s--", color=line.get_color())
+    ax2.plot(trk, mem, "o", color=line.get_color(), label=f"seed {seed}")
+  ax1.set(xlabel="training step", ylabel="mem_ratio (o-) / " + track["key"] + " (s--)",
+          title=title)
+  ax2.set(xlabel=track["key"], ylabel="mem_ratio", title="same points, paired")
+  ax1.legend(fontsize=7)
+  return report.save_figure(fig, path)
+
+
+def tracker_lines(track):
+  if not track["per_seed"]:
+    return ["- no base-run rows with the tracker's reading."]
+  lines = []
+  if "pearson" in track:
+    lines.append(f"- over {track['n']} (seed, step) pairs, `{track['key']}` against mem_ratio: "
+                 f"Pearson r = {track['pearson']:.3f}, Spearman rho = {track['spearman']:.3f}.")
+  first_trk = sum(1 for _, t, m in track["crossings"] if t is not None and m is not None and t < m)
+  same = sum(1 for _, t, m in track["crossings"] if t is not None and m is not None and t == m)
+  later = sum(1 for _, t, m in track["crossings"] if t is not None and m is not None and t > m)
+  cross = ", ".join(f"seed {s}: tracker {t}, mem_ratio {m}" for s, t, m in track["crossings"])
+  lines.append(f"- step where each first reaches half of its rise ({cross}): the tracker "
+               f"first on {first_trk} seeds, the same evaluated step on {same}, later on "
+               f"{later}.")
+  return lines
+
+
+def ideas_table(rows, method_order=None):
+  """One seed's exploration: mem_ratio and fd per method at each fine-tuning step."""
+  pts = [r for r in rows if r["method"] != BASE and r["ft_steps"] >= 0]
+  fts = sorted({r["ft_steps"] for r in pts})
+  methods = method_order or list(dict.fromkeys(r["method"] for r in pts))
+  head = ["method", "budget", "seed"] + [f"mem / fd at +{f}" for f in fts]
+  lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+  for m in methods:
+    rs = {r["ft_steps"]: r for r in pts if r["method"] == m}
+    if not rs:
+      continue
+    any_r = next(iter(rs.values()))
+    cells = []
+    for f in fts:
+      r = rs.get(f)
+      cells.append("-" if r is None or r.get("mem_ratio") is None
+                   else f"{r['mem_ratio']:.3f} / {_num(r.get('fd'))}")
+    lines.append("| " + " | ".join([m, str(any_r["budget"]), str(any_r["seed"])] + cells)
+                 + " |")
+  return "\n".join(lines)
+
+
+def _num(v):
+  return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.1f}"
+
+
+def counts(rows):
+  """'method@budget: seeds' for every point group, for the record."""
+  groups = {}
+  for r in rows:
+    groups.setdefault((r["method"], r["budget"]), set()).add(r["seed"])
+  return ", ".join(f"{m}@{b}: {len(s)} seeds ({'+'.join(map(str, sorted(s)))})"
+                   for (m, b), s in groups.items())
+
+
+def write_csv(rows, path):
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  sweep.write_csv(rows, path, sweep.STEP_COLUMNS)
+  return path
+
+
+def target_line(rows, ours, budget, fts, rivals=("random", "head_grad")):
+  """Whether the issue's target holds: at every step in fts, `ours` memorizes less than
+  each rival with the paired interval excluding zero, and its fd (nll where measured)
+  mean lies inside the control's interval."""
+  misses, checked = [], []
+  for ft in fts:
+    recs = {(r["budget"], r["method"]): r for r in sweep.comparisons(rows, ft)}
+    rec = recs.get((budget, ours))
+    control = next((r for (b, m), r in recs.items() if m == sweep.CONTROL), None)
+    if rec is None or control is None:
+      misses.append(f"no `{ours}` or control rows at +{ft}")
+      continue
+    for rival in rivals:
+      other = _by_seed(rows, rival, budget, ft)
+      if len(other) < 2:
+        misses.append(f"`{rival}` has {len(other)} seed(s) at {budget} +{ft}")
+        continue
+      mean, half, _ = stats.paired(_by_seed(rows, ours, budget, ft), other)
+      checked.append(f"vs {rival} +{ft}")
+      if not (math.isfinite(half) and mean + half < 0):
+        misses.append(f"mem_ratio vs {rival} at +{ft}: {stats.fmt_interval(mean, half)}")
+    for key in ("fd", "nll"):
+      if key in rec and key in control:
+        mean, half, _ = control[key]
+        if math.isfinite(half) and abs(rec[key][0] - mean) > half:
+          misses.append(f"{key} at +{ft}: {rec[key][0]:.3g} outside the control's "
+                        f"{stats.fmt_interval(mean, half)}")
+  if not misses:
+    return (f"**Target met** ({', '.join(checked)}): lower memorization than each rival with "
+            "the interval excluding zero, quality inside the control's interval.")
+  return "**Target not met**: " + "; ".join(misses) + "."
+
+
+def _by_seed(rows, method, budget, ft, key="mem_ratio"):
+  return {r["seed"]: r[key] for r in rows if r["method"] == method and r["budget"] == budget
+          and r["ft_steps"] == ft and r.get(key) is not None}
