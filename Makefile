@@ -22,8 +22,11 @@ run: $(VENV)/.installed
 fid_weights: $(VENV)/.installed
 	$(PY) scripts/convert_fid_weights.py
 
+# two workers (pytest-xdist): most tests wait on single-threaded XLA compiles, so two
+# cores run two tests at once; TEST_WORKERS=0 runs them in this process
+TEST_WORKERS ?= 2
 test: $(VENV)/.installed fid_weights
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=15 tests
 
 # dit_jax against the PyTorch DiT (bench/torch_vs_jax.py); BENCH_ARGS=--quick for a smoke run
 BENCH_ARGS ?=

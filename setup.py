@@ -27,6 +27,6 @@ setup(
     ],
     # bench: bench/torch_vs_jax.py's PyTorch DiT only (pinned: the CPU wheel on disk);
     # nothing in dit_jax imports torch
-    extras_require={"test": ["pytest>=8,<10", "hypothesis>=6.100,<7"],
+    extras_require={"test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "hypothesis>=6.100,<7"],
                     "bench": ["torch==2.13.0"]},
 )

@@ -26,17 +26,26 @@ def get_config(arg=None):
   digits = f"data=digits,at=8000,base_evals=1000+2000+3000+4000+5000+6000+7000,{_COMMON}"
   full = ("budgets=h20+h20m50,methods=random+magnitude+head_grad+contrast+select_taylor,"
           "scratch=h20m50,short=h20")
+  four = "methods=random+select_taylor+head_grad+contrast"
   c.studies = {
       "gmm": dict(workdirs=("sweep_gmm", "sweep_gmm_b", "sweep_gmm_c"), commands=(
           f"{_SWEEP}{gmm.replace(_COMMON, 'ft=2000,evals=0+250+500+1000+2000,' + full)},"
           "seeds=1 --workdir sweep_gmm",
           f"{_SWEEP}{gmm},seed0=1,seeds=2 --workdir sweep_gmm_b",
-          f"{_SWEEP}{gmm},seed0=3,seeds=2 --workdir sweep_gmm_c"),
+          f"{_SWEEP}{gmm},seed0=3,seeds=1 --workdir sweep_gmm_c",
+          f"{_SWEEP}{gmm},seed0=3,seeds=2 --workdir sweep_gmm_c",
+          f"{_SWEEP}{gmm.replace('methods=random+select_taylor', four)},seed0=1,seeds=2 "
+          "--workdir sweep_gmm_b",
+          f"{_SWEEP}{gmm.replace('methods=random+select_taylor', four)},seed0=3,seeds=2 "
+          "--workdir sweep_gmm_c"),
           title="Gaussian mixture (K=8, d=64), n=32, base 6,000 steps"),
+      # the first command's h20 rows survive in a copy of its sweep_steps.csv: the second
+      # command rewrote the workdir's csv with its own points
       "digits": dict(workdirs=("sweep_digits_s0_steps_backup.csv", "sweep_digits"), commands=(
           f"{_SWEEP}{digits.replace(_COMMON, 'ft=2000,evals=0+250+500+1000+2000,' + full)},"
-          "seeds=1 --workdir sweep_digits  (stopped after the h20 points)",
-          f"{_SWEEP}{digits},seeds=2 --workdir sweep_digits"),
+          "seeds=1 --workdir sweep_digits  (stopped after the h20 points; "
+          "sweep_steps.csv copied to sweep_digits_s0_steps_backup.csv)",
+          f"{_SWEEP}{digits},seeds=1 --workdir sweep_digits"),
           title="digits (8x8), n=32, base 8,000 steps"),
   }
   explore = "data=digits,at=8000,seed0=100,seeds=1,base_evals=2000+4000+6000,ft=2000,budgets=h20m50,"
@@ -50,6 +59,9 @@ def get_config(arg=None):
   c.machine = ("the 2-core, 24 GiB CPU VM of the project (no GPU), jax on CPU; every sweep "
                "pinned to one core with taskset, two sweeps at a time (one per core), and the "
                "test suite and editing running alongside on and off")
+  c.code = ("the sweeps ran from a frozen clone at commit afc1142 (so that commits made "
+            "while they ran could not change them midway); the later restructuring was "
+            "checked to give bit-identical parameters on the same config")
   c.root = a.root
   c.out = a.out
   return c
