@@ -25,6 +25,7 @@ from dit_jax.models import dit  # noqa: E402
 
 def measure(variant, batch, dtype, steps, peak):
   config = configlib.base_config()
+  config.data.name = "crops"  # the project's 32x32x3 dataset (synthetic batches are timed)
   config.data.image_size, config.data.channels = 32, 3
   config.model.variant, config.model.dtype = variant, dtype
   config.train.batch_size = batch

@@ -41,3 +41,10 @@ def test_summary_json_medians_of_per_round_ratios():
   assert met[f"{row['name']}/eager"]["met"] and met[f"{row['name']}/compile"]["met"]
   assert not torch_vs_jax.targets_met([dict(out, median_speedup_vs_eager=1.1)])[
       f"{row['name']}/eager"]["met"]
+
+
+def test_train_throughput_measures_a_32x32x3_step():
+  from bench import train_throughput
+  out = train_throughput.measure("tiny/2", 2, "float32", 1, peak=1e12)
+  assert out["image"] == "32x32x3" and out["params"] == 1272972
+  assert out["images_per_sec"] > 0 and 0 < out["mfu"] < 1 and out["peak_source"] != ""
