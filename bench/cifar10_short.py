@@ -3,7 +3,7 @@
   python bench/cifar10_short.py --out runs/cifar10_short            # on a GPU machine
   python bench/cifar10_short.py --out /tmp/c --runlocal --allow_cpu  # a check of the script
 Trains S/2 on the 5k subset for --steps, evaluates it (the `original` row), then prunes
-20% of the heads by head_grad, random and contrast (ours), and 0% (the control), fine-
+20% of the heads by head_grad, random and select_taylor (ours), and 0% (the control), fine-
 tunes each --ft steps and evaluates it, every evaluation with `fid`. It uses CIFAR-10
 where it is prepared in --data_dir, else the offline `crops` dataset (a device machine
 may have no network to fetch CIFAR-10); `data` in the record says which. Writes
@@ -27,7 +27,7 @@ from configs import cifar10_5k  # noqa: E402
 from dit_jax import configlib, train, writers  # noqa: E402
 
 ROWS = (("control", "random", 0.0), ("head_grad", "head_grad", 0.2),
-        ("random", "random", 0.2), ("contrast", "contrast", 0.2))
+        ("random", "random", 0.2), ("select_taylor", "select_taylor", 0.2))
 KEYS = ("step", "fid", "fid_num_samples", "mem_ratio", "fd", "precision", "recall",
         "num_params", "flops_per_image", "sample_images_per_sec")
 

@@ -11,8 +11,8 @@ has `fid` against the 10,000-image test split, `mem_ratio` and the rest):
                   --finetune_steps 10000 --out runs/c5k-head_grad
   random      python scripts/prune.py --workdir runs/c5k --method random --ratio 0.2 \\
                   --finetune_steps 10000 --out runs/c5k-random
-  ours        python scripts/prune.py --workdir runs/c5k --method contrast --ratio 0.2 \\
-                  --finetune_steps 10000 --out runs/c5k-contrast
+  ours        python scripts/prune.py --workdir runs/c5k --method select_taylor --ratio 0.2 \\
+                  --finetune_steps 10000 --out runs/c5k-select_taylor
 and the control the rows above should be read against, the same fine-tuning with
 nothing removed: --method random --ratio 0 --out runs/c5k-control.
 The paper reports FID 15.47 (original), 15.07 (pruned) and 17.14 (random).
