@@ -41,11 +41,14 @@ def get_config(arg=None):
           title="Gaussian mixture (K=8, d=64), n=32, base 6,000 steps"),
       # the first command's h20 rows survive in a copy of its sweep_steps.csv: the second
       # command rewrote the workdir's csv with its own points
-      "digits": dict(workdirs=("sweep_digits_s0_steps_backup.csv", "sweep_digits"), commands=(
+      "digits": dict(workdirs=("sweep_digits_s0_steps_backup.csv", "sweep_digits",
+                                "sweep_digits_b", "sweep_digits_c"), commands=(
           f"{_SWEEP}{digits.replace(_COMMON, 'ft=2000,evals=0+250+500+1000+2000,' + full)},"
           "seeds=1 --workdir sweep_digits  (stopped after the h20 points; "
           "sweep_steps.csv copied to sweep_digits_s0_steps_backup.csv)",
-          f"{_SWEEP}{digits},seeds=1 --workdir sweep_digits"),
+          f"{_SWEEP}{digits},seeds=1 --workdir sweep_digits",
+          f"{_SWEEP}{digits},seed0=1,seeds=2 --workdir sweep_digits_b",
+          f"{_SWEEP}{digits},seed0=3,seeds=2 --workdir sweep_digits_c"),
           title="digits (8x8), n=32, base 8,000 steps"),
   }
   explore = "data=digits,at=8000,seed0=100,seeds=1,base_evals=2000+4000+6000,ft=2000,budgets=h20m50,"
