@@ -35,9 +35,7 @@ def get_config(arg=None):
           f"{_SWEEP}{gmm},seed0=3,seeds=1 --workdir sweep_gmm_c",
           f"{_SWEEP}{gmm},seed0=3,seeds=2 --workdir sweep_gmm_c",
           f"{_SWEEP}{gmm.replace('methods=random+select_taylor', four)},seed0=1,seeds=2 "
-          "--workdir sweep_gmm_b",
-          f"{_SWEEP}{gmm.replace('methods=random+select_taylor', four)},seed0=3,seeds=2 "
-          "--workdir sweep_gmm_c"),
+          "--workdir sweep_gmm_b"),
           title="Gaussian mixture (K=8, d=64), n=32, base 6,000 steps"),
       # the first command's h20 rows survive in a copy of its sweep_steps.csv: the second
       # command rewrote the workdir's csv with its own points
@@ -48,6 +46,7 @@ def get_config(arg=None):
           "sweep_steps.csv copied to sweep_digits_s0_steps_backup.csv)",
           f"{_SWEEP}{digits},seeds=1 --workdir sweep_digits",
           f"{_SWEEP}{digits},seed0=1,seeds=2 --workdir sweep_digits_b",
+          f"{_SWEEP}{digits},seed0=3,seeds=1 --workdir sweep_digits_c",
           f"{_SWEEP}{digits},seed0=3,seeds=2 --workdir sweep_digits_c"),
           title="digits (8x8), n=32, base 8,000 steps"),
   }
