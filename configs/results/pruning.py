@@ -35,7 +35,9 @@ def get_config(arg=None):
           f"{_SWEEP}{gmm},seed0=3,seeds=1 --workdir sweep_gmm_c",
           f"{_SWEEP}{gmm},seed0=3,seeds=2 --workdir sweep_gmm_c",
           f"{_SWEEP}{gmm.replace('methods=random+select_taylor', four)},seed0=1,seeds=2 "
-          "--workdir sweep_gmm_b"),
+          "--workdir sweep_gmm_b",
+          f"{_SWEEP}{gmm.replace('methods=random+select_taylor', four)},seed0=3,seeds=2 "
+          "--workdir sweep_gmm_c"),
           title="Gaussian mixture (K=8, d=64), n=32, base 6,000 steps"),
       # the first command's h20 rows survive in a copy of its sweep_steps.csv: the second
       # command rewrote the workdir's csv with its own points
