@@ -47,9 +47,9 @@ def get_config(arg=None):
           "seeds=1 --workdir sweep_digits  (stopped after the h20 points; "
           "sweep_steps.csv copied to sweep_digits_s0_steps_backup.csv)",
           f"{_SWEEP}{digits},seeds=1 --workdir sweep_digits",
-          f"{_SWEEP}{digits},seed0=1,seeds=2 --workdir sweep_digits_b",
-          f"{_SWEEP}{digits},seed0=3,seeds=1 --workdir sweep_digits_c",
-          f"{_SWEEP}{digits},seed0=3,seeds=2 --workdir sweep_digits_c"),
+          f"{_SWEEP}{digits},seed0=1,seeds=1 --workdir sweep_digits_b  (run as seeds=2, "
+          "stopped at the start of seed 2 for time)",
+          f"{_SWEEP}{digits},seed0=3,seeds=1 --workdir sweep_digits_c"),
           title="digits (8x8), n=32, base 8,000 steps"),
   }
   explore = "data=digits,at=8000,seed0=100,seeds=1,base_evals=2000+4000+6000,ft=2000,budgets=h20m50,"

@@ -77,6 +77,8 @@ def get_sweep(arg=None):
   a = _arg(arg)
   if a.runlocal:
     a.seeds, a.at, a.ft, a.evals, a.base_evals = 1, 10, 10, "5+10", "5+10"
+    if a.budgets == _arg(None).budgets:  # the 20%+50% and capacity budgets: < 3 minutes
+      a.budgets = "h20m50+cap"
   at = a.at
 
   def evals(ft):  # the evaluated steps of a point that fine-tunes ft steps
