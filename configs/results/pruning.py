@@ -1,7 +1,7 @@
 """What docs/RESULTS.md is made from: the issue-10 sweeps, their commands, the verdict's terms.
 
-  python scripts/results.py --config configs/results/pruning.py:root=/work/runs --out docs
-  python scripts/results.py --config configs/results/pruning.py:from_csv --out docs
+  python scripts/results.py --config configs/results/pruning.py:root=/work/runs
+  python scripts/results.py --config configs/results/pruning.py:from_csv
 
 `root` is where the sweeps' workdirs are; `from_csv` rebuilds everything from the
 merged csv files the first form copied into docs/results/ (no workdirs needed).
