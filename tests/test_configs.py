@@ -41,6 +41,10 @@ def test_prune_sweep_points():
   path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "sweeps",
                       "prune_ratio.py")
   sweep = configlib.load_config_file(path)
+  # the runlocal sweep (< 3 minutes): one budget holds random, head_grad, contrast, scratch
+  local = [(p["method"], p["budget"]) for p in sweep.get_sweep("runlocal")]
+  assert {("random", "h20m50"), ("head_grad", "h20m50"), ("contrast", "h20m50"),
+          ("scratch", "h20m50")} <= set(local) and not [b for _, b in local if b == "h20"]
   points = sweep.get_sweep("seeds=2,budgets=h20m50+cap,methods=random+contrast")
   assert [p["name"] for p in points if p["overrides"]["seed"] == 1] == [
       "base-s1", "original-s1", "random@h20m50-s1", "contrast@h20m50-s1",
