@@ -92,10 +92,6 @@ def verdicts(rows, ours, fts, budget):
   return out
 
 
-def durability_plot(rows, path):
-  return sweep.plot(rows, path)
-
-
 def _first_reach(steps, values, frac=0.5):
   """The first step where a series reaches `frac` of the way from its first to its
   largest value (None if it never rises)."""
@@ -217,11 +213,11 @@ def target_line(rows, ours, budget, fts, rivals=("random", "head_grad")):
       misses.append(f"no `{ours}` or control rows at +{ft}")
       continue
     for rival in rivals:
-      other = _by_seed(rows, rival, budget, ft)
+      other = sweep._by_seed(rows, rival, budget, ft, "mem_ratio")
       if len(other) < 2:
         misses.append(f"`{rival}` has {len(other)} seed(s) at {budget} +{ft}")
         continue
-      mean, half, _ = stats.paired(_by_seed(rows, ours, budget, ft), other)
+      mean, half, _ = stats.paired(sweep._by_seed(rows, ours, budget, ft, "mem_ratio"), other)
       checked.append(f"vs {rival} +{ft}")
       if not (math.isfinite(half) and mean + half < 0):
         misses.append(f"mem_ratio vs {rival} at +{ft}: {stats.fmt_interval(mean, half)}")
@@ -236,7 +232,3 @@ def target_line(rows, ours, budget, fts, rivals=("random", "head_grad")):
             "the interval excluding zero, quality inside the control's interval.")
   return "**Target not met**: " + "; ".join(misses) + "."
 
-
-def _by_seed(rows, method, budget, ft, key="mem_ratio"):
-  return {r["seed"]: r[key] for r in rows if r["method"] == method and r["budget"] == budget
-          and r["ft_steps"] == ft and r.get(key) is not None}

@@ -7,7 +7,7 @@ import os
 
 from absl import app, flags
 
-from dit_jax import cli, configlib, results, workdir
+from dit_jax import cli, configlib, results, sweep, workdir
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config", None, "A results spec (configs/results/*.py), optionally path.py:arg.")
@@ -16,17 +16,18 @@ flags.mark_flags_as_required(["config"])
 METRICS = ("mem_ratio", "fd", "nll", "precision", "recall")
 
 
-def _rows(spec, name, study):
+def _rows(spec, name, workdirs):
+  """The merged rows of `workdirs` (copied to OUT/results/NAME_steps.csv), or that copy."""
   csv_path = os.path.join(spec.out, "results", f"{name}_steps.csv")
   if spec.from_csv:
     return results.load([csv_path])
-  rows = results.load([os.path.join(spec.root, d) for d in study["workdirs"]])
+  rows = results.load([os.path.join(spec.root, d) for d in workdirs])
   results.write_csv(rows, csv_path)
   return rows
 
 
 def _study(spec, name, study):
-  rows = _rows(spec, name, study)
+  rows = _rows(spec, name, study["workdirs"])
   out = [f"## {study['title']}", "", "Made by (workdirs relative to `root`):", "", "```"]
   out += list(study["commands"]) + ["```", "",
                                     f"Rows: `{spec.out}/results/{name}_steps.csv`. Seeds per "
@@ -38,7 +39,7 @@ def _study(spec, name, study):
             results.table(rows, ft, METRICS), ""]
   out += ["### Verdict", ""] + results.verdicts(rows, spec.ours, spec.fts, spec.budget)
   out += [""] + [results.target_line(rows, spec.ours, spec.budget, spec.fts)] + [""]
-  png = results.durability_plot(rows, os.path.join(spec.out, "results", f"{name}_durability.png"))
+  png = sweep.plot(rows, os.path.join(spec.out, "results", f"{name}_durability.png"))
   out += ["### Durability: mem_ratio over fine-tuning", "",
           f"![durability]({os.path.relpath(png, spec.out)})", ""]
   track = results.tracker_vs_memorization(rows)
@@ -64,10 +65,7 @@ def main(argv):
     for name, study in spec.studies.items():
       lines += _study(spec, name, study)
     ex = spec.explore
-    rows = results.load([os.path.join(spec.out, "results", "explore_steps.csv")]
-                        if spec.from_csv else [os.path.join(spec.root, d) for d in ex["workdirs"]])
-    if not spec.from_csv:
-      results.write_csv(rows, os.path.join(spec.out, "results", "explore_steps.csv"))
+    rows = _rows(spec, "explore", ex["workdirs"])
     lines += [f"## {ex['title']}", "", "```"] + list(ex["commands"]) + ["```", "",
               "mem_ratio / fd at each fine-tuning step after the prune (+0: just pruned); one "
               "seed, so no interval: these chose what the seeds above test.", "",
