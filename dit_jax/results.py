@@ -20,8 +20,9 @@ BASE = "base"  # method name of the base runs (the tracker's rows)
 TRACKER_KEYS = ("memo_ema/index", "memo_ema/gap")  # what the tracker reports, in order of use
 
 
-def merge(row_lists):
-  """One list of step rows from several sweeps; a (point, step) seen twice is kept once."""
+def merge(row_lists, repeats=None):
+  """One list of step rows from several sweeps; a (point, step) seen twice is kept once
+  (the first), and the later copies go to `repeats` when a list is given."""
   seen, out = set(), []
   for rows in row_lists:
     for r in rows:
@@ -29,10 +30,12 @@ def merge(row_lists):
       if key not in seen:
         seen.add(key)
         out.append(r)
+      elif repeats is not None:
+        repeats.append(r)
   return out
 
 
-def load(paths):
+def load(paths, repeats=None):
   """Step rows from sweep workdirs (their sweep_steps.csv) or csv files, merged."""
   lists = []
   for p in paths:
@@ -41,7 +44,32 @@ def load(paths):
       raise FileNotFoundError(f"{f} does not exist; pass a sweep workdir that has run "
                               "(it writes sweep_steps.csv) or a sweep_steps csv.")
     lists.append(sweep.read_csv(f))
-  return merge(lists)
+  return merge(lists, repeats)
+
+
+def repeat_lines(rows, repeats, keys=("mem_ratio", "fd", "precision", "recall", "nll")):
+  """Whether the (point, step) rows measured twice (a seed rerun to add methods to it)
+  agree with the kept copy, metric by metric; a rerun that disagrees is named, since
+  points of the two runs would then not pair."""
+  if not repeats:
+    return []
+  kept = {(r["name"], r["step"]): r for r in rows}
+  differ = []
+  for r in repeats:
+    first = kept[(r["name"], r["step"])]
+    for k in keys:
+      a, b = first.get(k), r.get(k)
+      if a != b and not (a is None or b is None or (isinstance(a, float) and math.isnan(a)
+                                                    and math.isnan(b))):
+        differ.append(f"{r['name']} step {r['step']} {k}: {a} vs {b}")
+  names = sorted({r["name"] for r in repeats})
+  head = (f"- measured twice: {len(repeats)} (point, step) rows of {', '.join(names)} "
+          "(reruns of a seed's base run, to add methods to it)")
+  if not differ:
+    return [head + f"; every one agrees with the first run in {', '.join(keys)} to every "
+            "digit written, so the points of the two runs pair."]
+  return [head + f"; {len(differ)} values differ: " + "; ".join(differ[:10])
+          + ("; ..." if len(differ) > 10 else "") + "."]
 
 
 def seeds_of(rows, method, budget=None):

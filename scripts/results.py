@@ -17,21 +17,29 @@ METRICS = ("mem_ratio", "fd", "nll", "precision", "recall")
 
 
 def _rows(spec, name, workdirs):
-  """The merged rows of `workdirs` (copied to OUT/results/NAME_steps.csv), or that copy."""
+  """(rows, repeats): the merged rows of `workdirs` and the rows measured twice (copied
+  to OUT/results/NAME_steps.csv and NAME_repeats.csv), or those copies."""
   csv_path = os.path.join(spec.out, "results", f"{name}_steps.csv")
+  rep_path = os.path.join(spec.out, "results", f"{name}_repeats.csv")
   if spec.from_csv:
-    return results.load([csv_path])
-  rows = results.load([os.path.join(spec.root, d) for d in workdirs])
+    return results.load([csv_path]), results.load([rep_path]) if os.path.exists(rep_path) else []
+  repeats = []
+  rows = results.load([os.path.join(spec.root, d) for d in workdirs], repeats)
   results.write_csv(rows, csv_path)
-  return rows
+  if repeats:
+    results.write_csv(repeats, rep_path)
+  elif os.path.exists(rep_path):
+    os.remove(rep_path)
+  return rows, repeats
 
 
 def _study(spec, name, study):
-  rows = _rows(spec, name, study["workdirs"])
+  rows, repeats = _rows(spec, name, study["workdirs"])
   out = [f"## {study['title']}", "", "Made by (workdirs relative to `root`):", "", "```"]
   out += list(study["commands"]) + ["```", "",
                                     f"Rows: `{spec.out}/results/{name}_steps.csv`. Seeds per "
                                     f"point group: {results.counts(rows)}.", ""]
+  out += results.repeat_lines(rows, repeats) + [""] * bool(repeats)
   for ft in spec.fts:
     out += [f"### Equal budget, {ft} fine-tuning steps after the prune", "",
             "Mean ± 95% t-interval over seeds; `vs control` / `vs random`: the paired "
@@ -65,7 +73,7 @@ def main(argv):
     for name, study in spec.studies.items():
       lines += _study(spec, name, study)
     ex = spec.explore
-    rows = _rows(spec, "explore", ex["workdirs"])
+    rows, _ = _rows(spec, "explore", ex["workdirs"])
     lines += [f"## {ex['title']}", "", "```"] + list(ex["commands"]) + ["```", "",
               "mem_ratio / fd at each fine-tuning step after the prune (+0: just pruned); one "
               "seed, so no interval: these chose what the seeds above test.", "",

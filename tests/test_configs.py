@@ -49,6 +49,10 @@ def test_prune_sweep_points():
   assert [p["name"] for p in points if p["overrides"]["seed"] == 1] == [
       "base-s1", "original-s1", "random@h20m50-s1", "contrast@h20m50-s1",
       "scratch@h20m50-s1", "capacity@cap-s1", "random@cap-s1"]
+  # control=0: methods added to seeds whose control ran in another sweep
+  assert [p["name"] for p in sweep.get_sweep("seeds=1,budgets=h20m50,methods=head_grad,"
+                                             "scratch=,control=0")] == [
+      "base-s0", "head_grad@h20m50-s0"]
   by_name = {p["name"]: p for p in points}
   # equal budgets: the same cut for every method; the capacity budget follows its search
   for name in ("random@h20m50-s0", "contrast@h20m50-s0"):

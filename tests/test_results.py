@@ -63,6 +63,19 @@ def test_merge_keeps_each_point_step_once_and_counts_seeds():
   assert "ours@h20m50: 5 seeds (0+1+2+3+4)" in results.counts(merged)
 
 
+def test_rows_measured_twice_are_checked_against_the_first_run():
+  a, b = _rows(-0.1, seeds=2), _rows(-0.1, seeds=2)
+  repeats = []
+  merged = results.merge([a, [r for r in b if r["method"] == "base"]], repeats)
+  assert len(merged) == len(a) and len(repeats) == 8
+  assert "every one agrees" in results.repeat_lines(merged, repeats)[0]
+  changed = [dict(r, mem_ratio=r["mem_ratio"] + 1e-6) if r["step"] == 2000 else r
+             for r in repeats]
+  line = results.repeat_lines(merged, changed)[0]
+  assert "2 values differ" in line and "base-s0 step 2000 mem_ratio" in line
+  assert results.repeat_lines(merged, []) == []
+
+
 def test_tracker_correlation_and_first_crossing():
   track = results.tracker_vs_memorization(_rows(0.0))
   assert track["key"] == "memo_ema/index" and track["n"] == 20

@@ -16,7 +16,8 @@ Arguments (all optional, `+` joins lists): data, n, seeds, seed0 (first seed), a
 evals (fine-tuning steps to evaluate at), base_evals, num (samples per evaluation),
 budgets, methods, scratch (budgets that get a from-scratch row), short (budgets
 whose points fine-tune only short_ft steps), ema_restart (0 keeps the sliced EMA's
-decay).
+decay), control (0 leaves out the unpruned control: for adding methods to seeds whose
+control already ran elsewhere).
 """
 import os
 
@@ -46,7 +47,7 @@ def _arg(arg):
       arg, data="digits", n=32, seeds=5, seed0=0, at=4000, ft=2000, evals="250+500+1000+2000",
       base_evals="1000+2000+3000+4000", num=1000, budgets="h20+h20m50+cap",
       methods="random+magnitude+head_grad+contrast", scratch="h20m50", short="",
-      short_ft=500, ema_restart=1)
+      short_ft=500, ema_restart=1, control=1)
 
 
 def _ints(text):
@@ -106,7 +107,8 @@ def get_sweep(arg=None):
       points.append(dict(name=f"{name}-s{seed}", method=method, budget=budget, at=at,
                          start_from=(base, at), overrides=over, needs=needs or {}))
 
-    pruned("original", "original", "none", dict(method="random", ratio=0.0, mlp_ratio=0.0))
+    if a.control:
+      pruned("original", "original", "none", dict(method="random", ratio=0.0, mlp_ratio=0.0))
     for b in budgets:
       if BUDGETS[b] is None:  # the capacity search chooses the cut; the others follow it
         cap = f"capacity@{b}-s{seed}"
