@@ -40,8 +40,10 @@ def _study(spec, name, study):
                                     f"Rows: `{spec.out}/results/{name}_steps.csv`. Seeds per "
                                     f"point group: {results.counts(rows)}.", ""]
   out += results.repeat_lines(rows, repeats) + [""] * bool(repeats)
-  for ft in spec.fts:
-    out += [f"### Equal budget, {ft} fine-tuning steps after the prune", "",
+  for ft in spec.tables:
+    when = (f"{ft} fine-tuning steps after the prune" if ft else
+            "right after the prune, before any fine-tuning")
+    out += [f"### Equal budget, {when}", "",
             "Mean ± 95% t-interval over seeds; `vs control` / `vs random`: the paired "
             "per-seed difference (this row minus the other) and its 95% interval.", "",
             results.table(rows, ft, METRICS), ""]

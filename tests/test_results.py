@@ -98,6 +98,7 @@ def test_results_script_writes_the_document_from_workdirs(tmp_path):
       "  a = configlib.parse_arg(arg, root='', from_csv=False, out='')\n"
       "  c = configlib.ml_collections.ConfigDict()\n"
       "  c.ours, c.budget, c.fts, c.from_csv = 'ours', 'h20m50', (500, 2000), a.from_csv\n"
+      "  c.tables = (500, 2000)\n"
       "  c.machine, c.code, c.root, c.out = 'a test', 'this', a.root, a.out\n"
       "  c.studies = {'fake': dict(workdirs=('w1', 'w2'), commands=('cmd',), title='Fake')}\n"
       "  c.explore = dict(workdirs=('w1',), commands=('cmd',), title='Ideas')\n"
