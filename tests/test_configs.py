@@ -66,7 +66,9 @@ def test_prune_sweep_points():
   assert scratch["overrides"]["train.steps"] == 6000
   assert by_name["original-s0"]["overrides"]["eval.at_steps"] == (4250, 4500, 5000, 6000)
   for data in ("digits", "gmm"):
-    config_check.validate(config_check.finalize(sweep.get_config(f"data={data}")))
+    config = sweep.get_config(f"data={data}")
+    config_check.validate(config_check.finalize(config))
+    assert not config.prune.control  # "original" is every point's control
   with pytest.raises(ValueError, match="budget 'h30'"):
     sweep.get_sweep("budgets=h30")
 

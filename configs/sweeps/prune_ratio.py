@@ -68,6 +68,9 @@ def get_config(arg=None):
     config.prune.capacity_steps, config.prune.capacity_ratios = 2, (0.25, 0.5)
     config.eval.num = 16
   config.prune.eval_before = False  # the base run's evaluation at `at` is the "before"
+  # the sweep's "original" point is the control, shared by every point of a seed; a
+  # control inside each point (on in configs/default.py) would double every point's cost
+  config.prune.control = False
   config.prune.ema_restart = bool(a.ema_restart)
   config.eval.at_end = True  # every point ends with its eval.json
   return config
