@@ -20,9 +20,8 @@ BASE = "base"  # method name of the base runs (the tracker's rows)
 TRACKER_KEYS = ("memo_ema/index", "memo_ema/gap")  # what the tracker reports, in order of use
 
 
-def merge(row_lists, repeats=None):
-  """One list of step rows from several sweeps; a (point, step) seen twice is kept once
-  (the first), and the later copies go to `repeats` when a list is given."""
+def merge(row_lists):
+  """One list of step rows from several sweeps; a (point, step) seen twice is kept once."""
   seen, out = set(), []
   for rows in row_lists:
     for r in rows:
@@ -30,12 +29,10 @@ def merge(row_lists, repeats=None):
       if key not in seen:
         seen.add(key)
         out.append(r)
-      elif repeats is not None:
-        repeats.append(r)
   return out
 
 
-def load(paths, repeats=None):
+def load(paths):
   """Step rows from sweep workdirs (their sweep_steps.csv) or csv files, merged."""
   lists = []
   for p in paths:
@@ -44,32 +41,48 @@ def load(paths, repeats=None):
       raise FileNotFoundError(f"{f} does not exist; pass a sweep workdir that has run "
                               "(it writes sweep_steps.csv) or a sweep_steps csv.")
     lists.append(sweep.read_csv(f))
-  return merge(lists, repeats)
+  return merge(lists)
 
 
-def repeat_lines(rows, repeats, keys=("mem_ratio", "fd", "precision", "recall", "nll")):
-  """Whether the (point, step) rows measured twice (a seed rerun to add methods to it)
-  agree with the kept copy, metric by metric; a rerun that disagrees is named, since
-  points of the two runs would then not pair."""
-  if not repeats:
+def rerun_lines(rows, earlier, keys=("mem_ratio", "fd", "precision", "recall", "nll")):
+  """How the (point, step) rows that an earlier run of the same points also measured
+  compare with it: exact agreement, or the largest difference per metric. Earlier rows
+  never enter the tables: points pair only with points of the same base run."""
+  now = {(r["name"], r["step"]): r for r in rows}
+  both = [(now[(r["name"], r["step"])], r) for r in earlier if (r["name"], r["step"]) in now]
+  if not both:
     return []
-  kept = {(r["name"], r["step"]): r for r in rows}
-  differ = []
-  for r in repeats:
-    first = kept[(r["name"], r["step"])]
+  names = sorted({a["name"] for a, _ in both})
+  gaps = {}
+  for a, b in both:
     for k in keys:
-      a, b = first.get(k), r.get(k)
-      if a != b and not (a is None or b is None or (isinstance(a, float) and math.isnan(a)
-                                                    and math.isnan(b))):
-        differ.append(f"{r['name']} step {r['step']} {k}: {a} vs {b}")
-  names = sorted({r["name"] for r in repeats})
-  head = (f"- measured twice: {len(repeats)} (point, step) rows of {', '.join(names)} "
-          "(reruns of a seed's base run, to add methods to it)")
-  if not differ:
-    return [head + f"; every one agrees with the first run in {', '.join(keys)} to every "
-            "digit written, so the points of the two runs pair."]
-  return [head + f"; {len(differ)} values differ: " + "; ".join(differ[:10])
-          + ("; ..." if len(differ) > 10 else "") + "."]
+      if a.get(k) is not None and b.get(k) is not None:
+        gaps.setdefault(k, []).append(abs(a[k] - b[k]))
+  head = (f"- measured by the earlier run too: {len(both)} (point, step) rows of "
+          f"{', '.join(names)}")
+  if all(max(g) == 0 for g in gaps.values()):
+    return [head + "; every value agrees to every digit written."]
+  return [head + "; largest |difference| " + ", ".join(
+      f"{k} {max(g):.3g}" for k, g in gaps.items()) + " (the two runs differ in float "
+      "rounding, so the earlier rows stay out of the tables)."]
+
+
+def tracker_rows(rows, earlier, min_steps=3):
+  """Base-run rows for the tracker comparison: a seed's whole series from this study
+  where it evaluated its base run at `min_steps` steps or more, else from `earlier`;
+  never a series mixed from two runs."""
+  def series(rs):
+    out = {}
+    for r in rs:
+      if r["method"] == BASE:
+        out.setdefault(r["seed"], []).append(r)
+    return out
+  now, before = series(rows), series(earlier)
+  out = []
+  for seed in sorted(set(now) | set(before)):
+    mine = now.get(seed, [])
+    out += mine if len(mine) >= min_steps else before.get(seed, mine)
+  return out
 
 
 def seeds_of(rows, method, budget=None):

@@ -16,30 +16,29 @@ flags.mark_flags_as_required(["config"])
 METRICS = ("mem_ratio", "fd", "nll", "precision", "recall")
 
 
-def _rows(spec, name, workdirs):
-  """(rows, repeats): the merged rows of `workdirs` and the rows measured twice (copied
-  to OUT/results/NAME_steps.csv and NAME_repeats.csv), or those copies."""
-  csv_path = os.path.join(spec.out, "results", f"{name}_steps.csv")
-  rep_path = os.path.join(spec.out, "results", f"{name}_repeats.csv")
+def _rows(spec, name, sources, kind="steps"):
+  """The merged rows of `sources` (workdirs or csv files under root), copied to
+  OUT/results/NAME_KIND.csv, or that copy when rebuilding from csv."""
+  csv_path = os.path.join(spec.out, "results", f"{name}_{kind}.csv")
   if spec.from_csv:
-    return results.load([csv_path]), results.load([rep_path]) if os.path.exists(rep_path) else []
-  repeats = []
-  rows = results.load([os.path.join(spec.root, d) for d in workdirs], repeats)
-  results.write_csv(rows, csv_path)
-  if repeats:
-    results.write_csv(repeats, rep_path)
-  elif os.path.exists(rep_path):
-    os.remove(rep_path)
-  return rows, repeats
+    return results.load([csv_path]) if sources else []
+  rows = results.load([os.path.join(spec.root, d) for d in sources])
+  if sources:
+    results.write_csv(rows, csv_path)
+  return rows
 
 
 def _study(spec, name, study):
-  rows, repeats = _rows(spec, name, study["workdirs"])
+  rows = _rows(spec, name, study["workdirs"])
+  earlier = _rows(spec, name, study["earlier"], "earlier")
   out = [f"## {study['title']}", "", "Made by (workdirs relative to `root`):", "", "```"]
   out += list(study["commands"]) + ["```", "",
                                     f"Rows: `{spec.out}/results/{name}_steps.csv`. Seeds per "
                                     f"point group: {results.counts(rows)}.", ""]
-  out += results.repeat_lines(rows, repeats) + [""] * bool(repeats)
+  if earlier:
+    out += [f"Rows of an earlier run of some of these points, for comparison only: "
+            f"`{spec.out}/results/{name}_earlier.csv` ({results.counts(earlier)})."]
+    out += results.rerun_lines(rows, earlier) + [""]
   for ft in spec.tables:
     when = (f"{ft} fine-tuning steps after the prune" if ft else
             "right after the prune, before any fine-tuning")
@@ -52,11 +51,16 @@ def _study(spec, name, study):
   png = sweep.plot(rows, os.path.join(spec.out, "results", f"{name}_durability.png"))
   out += ["### Durability: mem_ratio over fine-tuning", "",
           f"![durability]({os.path.relpath(png, spec.out)})", ""]
-  track = results.tracker_vs_memorization(rows)
+  trows = results.tracker_rows(rows, earlier)
+  track = results.tracker_vs_memorization(trows)
   png = results.tracker_plot(track, os.path.join(spec.out, "results", f"{name}_tracker.png"),
                              f"{name}: base runs")
   out += ["### Does the tracker predict memorization? (base runs)", "",
           f"![tracker]({os.path.relpath(png, spec.out)})", ""] + results.tracker_lines(track)
+  old = sorted({r["seed"] for r in trows} - {r["seed"] for r in trows if r in rows})
+  if old:
+    out.append(f"- seeds {'+'.join(map(str, old))}: the earlier run's base series (this "
+               "study's reruns of them were evaluated at one step only).")
   return out + [""]
 
 
@@ -75,7 +79,7 @@ def main(argv):
     for name, study in spec.studies.items():
       lines += _study(spec, name, study)
     ex = spec.explore
-    rows, _ = _rows(spec, "explore", ex["workdirs"])
+    rows = _rows(spec, "explore", ex["workdirs"])
     lines += [f"## {ex['title']}", "", "```"] + list(ex["commands"]) + ["```", "",
               "mem_ratio / fd at each fine-tuning step after the prune (+0: just pruned); one "
               "seed, so no interval: these chose what the seeds above test.", "",

@@ -63,17 +63,19 @@ def test_merge_keeps_each_point_step_once_and_counts_seeds():
   assert "ours@h20m50: 5 seeds (0+1+2+3+4)" in results.counts(merged)
 
 
-def test_rows_measured_twice_are_checked_against_the_first_run():
-  a, b = _rows(-0.1, seeds=2), _rows(-0.1, seeds=2)
-  repeats = []
-  merged = results.merge([a, [r for r in b if r["method"] == "base"]], repeats)
-  assert len(merged) == len(a) and len(repeats) == 8
-  assert "every one agrees" in results.repeat_lines(merged, repeats)[0]
-  changed = [dict(r, mem_ratio=r["mem_ratio"] + 1e-6) if r["step"] == 2000 else r
-             for r in repeats]
-  line = results.repeat_lines(merged, changed)[0]
-  assert "2 values differ" in line and "base-s0 step 2000 mem_ratio" in line
-  assert results.repeat_lines(merged, []) == []
+def test_a_rerun_is_compared_with_the_earlier_run_and_never_mixed_into_it():
+  now, earlier = _rows(-0.1, seeds=2), _rows(-0.1, seeds=2)
+  assert "agrees to every digit" in results.rerun_lines(now, earlier)[0]
+  moved = [dict(r, mem_ratio=r["mem_ratio"] + 0.002) for r in earlier]
+  assert "largest |difference| mem_ratio 0.002" in results.rerun_lines(now, moved)[0]
+  assert results.rerun_lines(now, []) == []
+  # the tracker takes a seed's whole base series from one run: seed 0's rerun has a
+  # single evaluated step, so its series comes from the earlier run
+  short = [r for r in now if not (r["method"] == "base" and r["seed"] == 0 and r["step"] < 4000)]
+  rows = results.tracker_rows(short, moved)
+  assert sorted(r["step"] for r in rows if r["seed"] == 0) == [1000, 2000, 3000, 4000]
+  assert all(r in moved for r in rows if r["seed"] == 0)
+  assert all(r in short for r in rows if r["seed"] == 1)
 
 
 def test_tracker_correlation_and_first_crossing():
@@ -100,8 +102,9 @@ def test_results_script_writes_the_document_from_workdirs(tmp_path):
       "  c.ours, c.budget, c.fts, c.from_csv = 'ours', 'h20m50', (500, 2000), a.from_csv\n"
       "  c.tables = (500, 2000)\n"
       "  c.machine, c.code, c.root, c.out = 'a test', 'this', a.root, a.out\n"
-      "  c.studies = {'fake': dict(workdirs=('w1', 'w2'), commands=('cmd',), title='Fake')}\n"
-      "  c.explore = dict(workdirs=('w1',), commands=('cmd',), title='Ideas')\n"
+      "  c.studies = {'fake': dict(workdirs=('w1', 'w2'), earlier=('w1',), commands=('cmd',),\n"
+      "                            title='Fake')}\n"
+      "  c.explore = dict(workdirs=('w1',), earlier=(), commands=('cmd',), title='Ideas')\n"
       "  return c\n")
   out = tmp_path / "docs"
   for arg in (f"root={tmp_path},out={out}", f"from_csv,out={out}"):
@@ -110,5 +113,6 @@ def test_results_script_writes_the_document_from_workdirs(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     text = (out / "RESULTS.md").read_text()
     assert "**Target met**" in text and "ours@h20m50: 5 seeds" in text
+    assert "measured by the earlier run too" in text and "agrees to every digit" in text
     for f in ("fake_steps.csv", "fake_durability.png", "fake_tracker.png", "explore_steps.csv"):
       assert (out / "results" / f).exists(), f

@@ -17,12 +17,11 @@ from dit_jax import configlib
 _COMMON = ("ft=2000,evals=0+250+500+1000+2000,budgets=h20m50,"
            "methods=random+select_taylor,scratch=,short=")
 _SWEEP = "python scripts/sweep.py --config configs/sweeps/prune_ratio.py:"
-# the second session: every method on new seeds; head_grad and contrast (control=0: the
-# control and the random and select_taylor points ran in the first) on the old ones
-_COMMON2 = ("ft=2000,evals=0+250+500+1000+2000,budgets=h20m50,"
-            "methods=random+select_taylor+head_grad+contrast+magnitude,scratch=h20m50,short=")
-_ADD = ("ft=2000,evals=0+250+500+1000+2000,budgets=h20m50,short=,control=0,"
-        "methods=head_grad+contrast")
+# the second session (this machine kept no workdirs of the first): all five digits seeds
+# from new base runs; seeds 0, 1 and 3 evaluate their base run at `at` only
+_DIGITS2 = ("data=digits,at=8000,ft=2000,evals=0+250+500+1000+2000,budgets=h20m50,short=,"
+            "scratch=,methods=random+select_taylor+head_grad+contrast")
+_BASE_EVALS = "base_evals=1000+2000+3000+4000+5000+6000+7000"
 
 
 def get_config(arg=None):
@@ -49,32 +48,31 @@ def get_config(arg=None):
           "--workdir sweep_gmm_b",
           f"{_SWEEP}{gmm.replace('methods=random+select_taylor', four)},seed0=3,seeds=2 "
           "--workdir sweep_gmm_c",
-          "# the rows of these workdirs: gmm_earlier_steps.csv"),
+          "# the rows of these workdirs: gmm_earlier_steps.csv"), earlier=(),
           title="Gaussian mixture (K=8, d=64), n=32, base 6,000 steps"),
-      # the first command's h20 rows survive in a copy of its sweep_steps.csv: the second
-      # command rewrote the workdir's csv with its own points
-      "digits": dict(workdirs=("digits_earlier_steps.csv",) + tuple(
-          f"digits_{s}" for s in ("s2", "s4", "add_s0", "add_s1", "add_s3")), commands=(
+      "digits": dict(workdirs=tuple(f"digits_{s}" for s in ("s2", "s4", "add_s0", "add_s1",
+                                                           "add_s3")), commands=(
+          f"{_SWEEP}{_DIGITS2},{_BASE_EVALS},seed0=2,seeds=1 --workdir digits_s2",
+          f"{_SWEEP}{_DIGITS2},{_BASE_EVALS},seed0=4,seeds=1 --workdir digits_s4",
+          f"{_SWEEP}{_DIGITS2},base_evals=,seed0=0,seeds=1 --workdir digits_add_s0",
+          f"{_SWEEP}{_DIGITS2},base_evals=,seed0=1,seeds=1 --workdir digits_add_s1",
+          f"{_SWEEP}{_DIGITS2},base_evals=,seed0=3,seeds=1 --workdir digits_add_s3",
+          "# each ran in parts, resumed by the same command with more methods (finished "
+          "points are read, not rerun): digits_s2 and digits_s4 first with a control inside "
+          "each point (stopped after select_taylor; it ran after the point's own evaluations "
+          "and changed none of them), digits_add_s0 and _s1 first as control=0,"
+          "methods=head_grad+contrast",
+          "# the earlier rows (digits_earlier_steps.csv), the first session's sweeps:",
           f"{_SWEEP}{digits.replace(_COMMON, 'ft=2000,evals=0+250+500+1000+2000,' + full)},"
-          "seeds=1 --workdir sweep_digits  (stopped after the h20 points; "
-          "sweep_steps.csv copied to sweep_digits_s0_steps_backup.csv)",
+          "seeds=1 --workdir sweep_digits  (stopped after the h20 points)",
           f"{_SWEEP}{digits},seeds=1 --workdir sweep_digits",
-          f"{_SWEEP}{digits},seed0=1,seeds=1 --workdir sweep_digits_b  (run as seeds=2, "
-          "stopped at the start of seed 2 for time)",
-          f"{_SWEEP}{digits},seed0=3,seeds=1 --workdir sweep_digits_c",
-          "# the rows above: digits_earlier_steps.csv; the second session's, one per core:",
-          f"{_SWEEP}{digits.replace(_COMMON, _COMMON2)},seed0=2,seeds=1 --workdir digits_s2",
-          f"{_SWEEP}{digits.replace(_COMMON, _COMMON2)},seed0=4,seeds=1 --workdir digits_s4",
-          f"{_SWEEP}{digits.replace(_COMMON, _ADD)},scratch=,seed0=0,seeds=1 "
-          "--workdir digits_add_s0",
-          f"{_SWEEP}{digits.replace(_COMMON, _ADD)}+magnitude,scratch=h20m50,seed0=1,seeds=1 "
-          "--workdir digits_add_s1",
-          f"{_SWEEP}{digits.replace(_COMMON, _ADD)},scratch=,seed0=3,seeds=1 "
-          "--workdir digits_add_s3"),
+          f"{_SWEEP}{digits},seed0=1,seeds=1 --workdir sweep_digits_b",
+          f"{_SWEEP}{digits},seed0=3,seeds=1 --workdir sweep_digits_c"),
+          earlier=("digits_earlier_steps.csv",),
           title="digits (8x8), n=32, base 8,000 steps"),
   }
   explore = "data=digits,at=8000,seed0=100,seeds=1,base_evals=2000+4000+6000,ft=2000,budgets=h20m50,"
-  c.explore = dict(workdirs=("explore_earlier_steps.csv",), commands=(
+  c.explore = dict(workdirs=("explore_earlier_steps.csv",), earlier=(), commands=(
       f"{_SWEEP}{explore}evals=250+500+1000+2000,methods=random+contrast,scratch=,short="
       " --workdir explore_digits",
       f"{_SWEEP}{explore}evals=0+250+500+1000+2000,"
@@ -85,10 +83,12 @@ def get_config(arg=None):
                "every sweep pinned to one core with taskset, two sweeps at a time (one per "
                "core), and the test suite and editing running alongside on and off")
   c.code = ("the sweeps ran from frozen clones (so that commits made while they ran could "
-            "not change them midway): the first session's at commit afc1142, the second's "
-            "at da8d02e; the base runs the second session reran agree with the first's "
-            "to every digit (the 'measured twice' lines below), which is what lets their "
-            "points pair")
+            "not change them midway): gmm and the exploration seed in the first session at "
+            "commit afc1142; digits in the second at 26bef4b, resumed at 492a8c2 (which adds "
+            "the sweep's control argument and drops the needless control inside each "
+            "point); between the two, commits changed float rounding (e.g. the attention "
+            "logits' scaling), so a base run of the first session and its rerun agree "
+            "closely but not to the digit, and only points of one run pair")
   c.root = a.root
   c.out = a.out
   return c
