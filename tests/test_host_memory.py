@@ -12,9 +12,11 @@ from dit_jax import host_memory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # a jitted call whose temporary (sin(x), 64 MB) exceeds what glibc serves from a
-# thread's heap; prints the faults of its calls 31-40. The heap takes some calls to
-# settle (a call's buffer can be taken before the last one's is freed): it grew to
-# 597 MB in 20 calls and stayed there through 60, faulting no more after call 20.
+# thread's heap; prints the faults of each of its calls 31-50. The heap takes some calls
+# to settle (a call's buffer can be taken before the last one's is freed): it grew to
+# 597 MB in 20 calls and stayed there through 60, faulting no more after call 20; on a
+# slower, busier run two of calls 31-40 still faulted their buffer in, so the test
+# reads the typical (median) call, not the sum.
 PROBE = """
 import json, resource, sys
 sys.path.insert(0, {root!r})
@@ -24,11 +26,11 @@ import jax, jax.numpy as jnp
 f = jax.jit(lambda x, w: (jnp.sin(x) @ w).sum())
 x, w = jnp.ones((262144, 64)), jnp.ones((64, 64))
 faults = []
-for _ in range(40):
+for _ in range(50):
   before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
   f(x, w).block_until_ready()
   faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(json.dumps({{"applied": applied, "faults": sum(faults[30:])}}))
+print(json.dumps({{"applied": applied, "faults": faults[30:]}}))
 """
 
 
@@ -41,9 +43,10 @@ def _probe(**env):
 def test_per_call_buffer_is_reused_not_faulted_in_again():
   kept, plain = _probe(), _probe(DIT_JAX_MALLOC="system")
   assert kept["applied"] and not plain["applied"]  # the project runs on Linux with glibc
-  pages = 10 * 64 * 2 ** 20 // 4096  # the buffer's pages in 10 calls
-  assert plain["faults"] > 0.9 * pages  # glibc maps and unmaps it every call
-  assert kept["faults"] < 0.1 * pages  # reused
+  pages = 64 * 2 ** 20 // 4096  # the buffer's pages
+  median = lambda v: sorted(v)[len(v) // 2]
+  assert median(plain["faults"]) > 0.9 * pages  # glibc maps and unmaps it every call
+  assert median(kept["faults"]) < 0.1 * pages  # reused
 
 
 def test_opt_out_and_no_glibc_leave_malloc_alone(monkeypatch):
