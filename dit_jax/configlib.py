@@ -188,10 +188,12 @@ def base_config():
   c.prune.ema_restart = True  # the EMA restarts as a running mean at the prune
   c.prune.eval_before = True  # evaluate the model just before the prune
   c.prune.control = False  # also fine-tune the unpruned model equally (WORKDIR/control)
-  c.prune.tolerance = 0.1  # capacity: allowed relative rise of the held-out loss
-  c.prune.capacity_ratios = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)  # capacity: cuts tried
-  c.prune.capacity_steps = 100  # capacity: fine-tuning steps per candidate
-  c.prune.capacity_probe = 256  # capacity: select-split images in its probe
+  c.prune.tolerance = 0.05  # capacity: allowed relative rise of the held-out loss
+  # capacity: cuts tried, heads then MLP units (the capacity grid's widths 3/4 ... 1/8)
+  c.prune.capacity_ratios = (0.25, 0.5, 0.75, 0.875)
+  c.prune.capacity_fit = "auto"  # capacity: gt | select | train | auto (gt if the density is known)
+  c.prune.capacity_steps = 300  # capacity: fine-tuning steps per candidate
+  c.prune.capacity_probe = 256  # capacity: probe points (select split, or density draws)
   return c
 
 

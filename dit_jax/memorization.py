@@ -230,3 +230,53 @@ class GapTracker:
       place = lambda d: jax.tree.map(lambda a: sharding.put_global(a, self.mesh), d)
       self._placed = (place(self.train), place(self.held))
     return self.summarize(sharding.gather(self._jitted[arch](params, ema, *self._placed)))
+
+
+def gmm_draws(key, n, gmm, image_shape):
+  """n points drawn from the mixture itself, shaped as images: (n, H, W, C)."""
+  means, cov, weights = gmm
+  kc, kz = jax.random.split(key)
+  comp = jax.random.categorical(kc, jnp.log(weights), shape=(n,))
+  x = means[comp] + jnp.sqrt(cov)[None] * jax.random.normal(kz, (n, means.shape[1]))
+  return x.reshape(n, *image_shape)
+
+
+class GroundTruthProbe:
+  """Fixed draws from a known density and its true score: a probe that reads no split.
+
+  `probe` points are drawn from the mixture (not from any split), each noised once
+  in each of `buckets` slices of the schedule, as the gap tracker does. For an
+  eps_fn, excess(eps_fn) is the per-bucket E||eps_fn - eps_gt||^2 on these draws:
+  the held-out loss's excess over the true score's on the population, which is
+  what a width too small for the score raises and memorization raises too.
+  """
+
+  def __init__(self, sched, gmm, image_shape, probe=256, buckets=8, weighting="eps", seed=0):
+    self.sched, self.gmm, self.buckets, self.weighting = sched, gmm, buckets, weighting
+    x0 = gmm_draws(jax.random.PRNGKey(seed), probe, gmm, image_shape)
+    n, b = probe, buckets
+    ku, kn = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), 1))
+    u = (jnp.arange(b)[None, :] + jax.random.uniform(ku, (n, b))) / b
+    self.t = sched.from_unit(u).reshape(-1)
+    a, s = sched.alpha_sigma(self.t)
+    noise = jax.random.normal(kn, (n * b, *image_shape))
+    x0 = jnp.repeat(x0[:, None], b, axis=1).reshape(n * b, *image_shape)
+    self.x_t = a[:, None, None, None] * x0 + s[:, None, None, None] * noise
+    self.bucket = jnp.tile(jnp.arange(b), n)
+    self.target = self.gt_eps(self.x_t, self.t)
+    self.gt_loss = self._per_bucket(jnp.mean(jnp.square(self.target - noise), (1, 2, 3)))
+
+  def gt_eps(self, x, t):
+    a, s = self.sched.alpha_sigma(t)
+    return gmm_eps(x.reshape(len(x), -1), a, s, *self.gmm).reshape(x.shape)
+
+  def _per_bucket(self, per):
+    if self.weighting == "score":
+      per = per / jnp.square(self.sched.alpha_sigma(self.t)[1])
+    sums = jax.ops.segment_sum(per, self.bucket, self.buckets)
+    return sums / jax.ops.segment_sum(jnp.ones_like(per), self.bucket, self.buckets)
+
+  def excess(self, eps_fn):
+    """(B,) per-bucket mean of ||eps_fn(x_t, t) - eps_gt(x_t, t)||^2 over the probe."""
+    return self._per_bucket(jnp.mean(jnp.square(eps_fn(self.x_t, self.t) - self.target),
+                                     (1, 2, 3)))

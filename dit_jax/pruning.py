@@ -126,56 +126,128 @@ def _generalizing_loss(rec, ref):
   return sum(rec["heldout_t"][b] for b in gen), sum(held[b] for b in gen), gen
 
 
-def capacity_search(config, setup, state, dataset, mesh, step, scores):
-  """Smallest width whose held-out loss stays within tolerance where it generalizes.
+CAPACITY_FITS = ("auto", "gt", "select", "train")
 
-  Each candidate (the same ratio of heads and MLP units, by `scores`) is cut from
-  the current state and fine-tuned for config.prune.capacity_steps on a copy;
-  the unpruned model gets the same fine-tuning. The reference in each t-bucket is
-  the unpruned model's held-out loss, or, where the density is known, the larger
-  of it and the ground-truth score's loss; candidates are compared on the sum
-  over the buckets where the unpruned model generalizes (_generalizing_loss).
-  Returns the chosen ratio and the path taken (one record per candidate).
+
+def capacity_fit(pcfg, dataset):
+  """The data capacity candidates are fine-tuned and judged on (config.prune.capacity_fit).
+
+  gt: the known density's true score, nothing read from any split; select: the
+  select split, one half to fine-tune and the other as the probe; train: the
+  training set to fine-tune (as the run itself does) and the select split as
+  the probe. auto: gt where the density is known, else select.
+  """
+  known = memorization.gmm_params(dataset.info) is not None
+  if pcfg.capacity_fit == "auto":
+    return "gt" if known else "select"
+  if pcfg.capacity_fit == "gt" and not known:
+    raise ConfigError("config.prune.capacity_fit='gt' needs a dataset with a known density "
+                      "(data.name='gmm'); use 'select' or 'auto'.")
+  return pcfg.capacity_fit
+
+
+def _select_halves(dataset):
+  """A dataset whose train_x is the select split's first half and select_x its second."""
+  half = len(dataset.select_x) // 2
+  return dataclasses.replace(
+      dataset, train_x=dataset.select_x[:half], select_x=dataset.select_x[half:],
+      train_y=None if dataset.select_y is None else dataset.select_y[:half],
+      select_y=None if dataset.select_y is None else dataset.select_y[half:])
+
+
+def _candidate(scores, ratios, pcfg, setup, state):
+  keep_h, keep_m = plan(scores, *ratios, pcfg.min_heads, pcfg.mlp_multiple)
+  return surgery(setup.arch, state, keep_h, keep_m)
+
+
+def capacity_search(config, setup, state, dataset, mesh, step, scores):
+  """Smallest heads and MLP widths whose held-out loss stays within tolerance.
+
+  Heads are searched first with every MLP unit kept, then MLP units with the
+  heads found: each axis keeps cutting config.prune.capacity_ratios (by
+  `scores`) until a cut's loss exceeds (1 + tolerance) times the unpruned
+  model's, and takes the last cut within it. Every candidate, the unpruned
+  reference included, is cut from the current state and fine-tuned
+  capacity_steps on a copy, on the data capacity_fit names:
+    gt      regressed onto the true score on fresh draws of the density; judged by
+            the loss on a fixed probe drawn from the density (true score's loss
+            plus the candidate's excess over it), summed over all t-buckets;
+    select  trained on half the select split, judged on the held-out loss of the
+            other half; train: trained on the training set, judged on the select
+            split. Both sum the buckets where the reference generalizes
+            (_generalizing_loss): memorization shows at small t, lost capacity
+            where the model generalizes. They assume the probe is large and
+            fresh enough that the held-out loss measures the score, not the
+            probe.
+  Returns ((heads ratio, MLP ratio), path): one record per candidate.
   """
   pcfg = config.prune
-  # a larger probe than the tracker's: the differences sought are a few percent
-  tracker = memorization.GapTracker(setup.sched, dataset, pcfg.capacity_probe,
-                                    config.memo.buckets, config.diffusion.weighting, config.seed)
-  buckets = range(config.memo.buckets)
+  fit = capacity_fit(pcfg, dataset)
+  buckets = config.memo.buckets
+  if fit == "gt":
+    gmm = memorization.gmm_params(dataset.info)
+    shape = tuple(dataset.info["image_shape"])
+    probe = memorization.GroundTruthProbe(setup.sched, gmm, shape, pcfg.capacity_probe,
+                                          buckets, config.diffusion.weighting, config.seed)
+    draw = lambda key, n: memorization.gmm_draws(key, n, gmm, shape)
+    gt_loss = np.asarray(probe.gt_loss)
+  else:
+    data = _select_halves(dataset) if fit == "select" else dataset
+    tracker = memorization.GapTracker(setup.sched, data, pcfg.capacity_probe, buckets,
+                                      config.diffusion.weighting, config.seed)
 
-  def measure(ratio, cand_setup, cand_state):
-    tuned = train_step.run_steps(cand_setup, config, mesh, cand_state, dataset, step,
-                            pcfg.capacity_steps)
+  def measure(ratios, cand_setup, cand_state):
+    rec = {"ratio": ratios[0], "mlp_ratio": ratios[1], "fit": fit,
+           "num_params": dit.num_params(cand_setup.arch),
+           "heads": list(cand_setup.arch.heads), "mlp": list(cand_setup.arch.mlp)}
+    if fit == "gt":
+      tuned = train_step.run_distill_steps(cand_setup, config, mesh, cand_state,
+                                           pcfg.capacity_steps, draw, probe.gt_eps)
+      ex = np.asarray(jax.jit(lambda p: probe.excess(
+          state_lib.make_eps_fn(cand_setup, p)))(tuned["params"]))
+      rec.update(gt_excess_t=ex.tolist(), gt_loss_t=gt_loss.tolist(),
+                 gt_excess=float(ex.mean()), heldout_loss=float((gt_loss + ex).mean()))
+      return rec
+    tuned = train_step.run_steps(cand_setup, config, mesh, cand_state, data, step,
+                                 pcfg.capacity_steps)
     m = _probe_losses(tracker, cand_setup, tuned["params"])
-    rec = {"ratio": ratio, "num_params": dit.num_params(cand_setup.arch),
-           "heads": list(cand_setup.arch.heads), "mlp": list(cand_setup.arch.mlp),
-           "heldout_t": [m[f"memo/heldout_loss_t{b}"] for b in buckets],
-           "train_t": [m[f"memo/train_loss_t{b}"] for b in buckets]}
+    rec.update(heldout_t=[m[f"memo/heldout_loss_t{b}"] for b in range(buckets)],
+               train_t=[m[f"memo/train_loss_t{b}"] for b in range(buckets)])
     rec.update({k.split("/")[1]: m[k] for k in ("memo/heldout_loss", "memo/train_loss",
-                                                "memo/gap_index", "memo/index",
-                                                "memo/gt_loss") if k in m})
-    if "memo/gt_loss" in m:
-      rec["gt_t"] = [m[f"memo/gt_loss_t{b}"] for b in buckets]
+                                                "memo/gap_index", "memo/index") if k in m})
     return rec
 
-  path = [measure(0.0, setup, state)]
-  held = path[0]["heldout_t"]
-  if "gt_t" in path[0]:
-    held = [max(r, g) for r, g in zip(held, path[0]["gt_t"])]
-  ref = (held, path[0]["train_t"])
-  best = 0.0
-  for ratio in pcfg.capacity_ratios:
-    keep_h, keep_m = plan(scores, ratio, ratio, pcfg.min_heads, pcfg.mlp_multiple)
-    arch, cand = surgery(setup.arch, state, keep_h, keep_m)
-    rec = measure(ratio, state_lib.make_setup(config, arch), cand)
-    cand_loss, ref_loss, rec["buckets"] = _generalizing_loss(rec, ref)
-    rec["loss_over_reference"] = cand_loss / max(ref_loss, 1e-12)
-    rec["within_tolerance"] = rec["loss_over_reference"] <= 1 + pcfg.tolerance
-    path.append(rec)
-    if not rec["within_tolerance"]:
-      break
-    best = ratio
-  return best, path
+  path = [measure((0.0, 0.0), setup, state)]
+  ref = path[0]
+
+  def over_reference(rec):
+    if fit == "gt":
+      return (gt_loss + rec["gt_excess_t"]).sum() / max((gt_loss + ref["gt_excess_t"]).sum(),
+                                                         1e-12)
+    cand, base, rec["buckets"] = _generalizing_loss(rec, (ref["heldout_t"], ref["train_t"]))
+    return cand / max(base, 1e-12)
+
+  chosen = [0.0, 0.0]
+  for axis in (0, 1):  # heads, then MLP units with the heads found
+    shape_before = None
+    for ratio in pcfg.capacity_ratios:
+      ratios = list(chosen)
+      ratios[axis] = ratio
+      arch, cand = _candidate(scores, ratios, pcfg, setup, state)
+      if (arch.heads, arch.mlp) == shape_before:
+        continue  # the floor (min_heads, mlp_multiple) allows no further cut
+      shape_before = (arch.heads, arch.mlp)
+      rec = measure(tuple(ratios), state_lib.make_setup(config, arch), cand)
+      rec["axis"] = ("heads", "mlp")[axis]
+      rec["loss_over_reference"] = float(over_reference(rec))
+      if fit == "gt":
+        rec["excess_over_reference"] = rec["gt_excess"] / max(ref["gt_excess"], 1e-12)
+      rec["within_tolerance"] = rec["loss_over_reference"] <= 1 + pcfg.tolerance
+      path.append(rec)
+      if not rec["within_tolerance"]:
+        break
+      chosen[axis] = ratio
+  return tuple(chosen), path
 
 
 def choose(config, setup, state, dataset, mesh, step):
@@ -186,9 +258,8 @@ def choose(config, setup, state, dataset, mesh, step):
                                      config.seed + step, mesh)
   record = {"method": pcfg.method, "target": pcfg.target}
   if pcfg.target == "capacity":
-    ratio, record["capacity_path"] = capacity_search(config, setup, state, dataset, mesh,
-                                                     step, scores)
-    ratios = (ratio, ratio)
+    ratios, record["capacity_path"] = capacity_search(config, setup, state, dataset, mesh,
+                                                      step, scores)
   else:
     ratios = (pcfg.ratio, pcfg.mlp_ratio)
   record["ratio"], record["mlp_ratio"] = ratios
@@ -228,6 +299,9 @@ def check_config(p, steps):
     raise ConfigError(f"config.prune.method={p.method!r}: use one of {METHODS}.")
   if p.target not in TARGETS:
     raise ConfigError(f"config.prune.target={p.target!r}: use one of {TARGETS}.")
+  if p.capacity_fit not in CAPACITY_FITS:
+    raise ConfigError(f"config.prune.capacity_fit={p.capacity_fit!r}: use one of "
+                      f"{CAPACITY_FITS}.")
   for field in ("ratio", "mlp_ratio"):
     if isinstance(p[field], bool) or not 0 <= p[field] < 1:
       raise ConfigError(f"config.prune.{field}={p[field]!r} must be in [0, 1).")

@@ -120,3 +120,38 @@ def run_steps(setup, config, mesh, state, dataset, start, num):
                       labels=bool(setup.arch.num_classes))
     state, _ = step_fn(state, sharding.put_batch(batch, mesh))
   return state
+
+
+def distill_step(setup, config, state, draw_x0, target_eps):
+  """One optimizer step that regresses the model onto a known score (no data read).
+
+  draw_x0(key, batch) gives clean points from the density and target_eps(x_t, t)
+  its eps-prediction; the loss is the denoising loss with target_eps in place of
+  the noise, whose minimiser is the true score itself, so no width can memorize.
+  """
+  key = jax.random.fold_in(state["rng"], state["step"])
+  kx, kt, kn = jax.random.split(key, 3)
+  x0 = draw_x0(kx, config.train.batch_size)
+  t = setup.sched.sample_t(kt, x0.shape[:1])
+  a, s = setup.sched.alpha_sigma(t)
+  x_t = a[:, None, None, None] * x0 + s[:, None, None, None] * jax.random.normal(kn, x0.shape)
+  target = target_eps(x_t, t)
+
+  def loss_fn(p):
+    err = jnp.mean(jnp.square(state_lib.make_eps_fn(setup, p)(x_t, t) - target), (1, 2, 3))
+    return (err / jnp.square(s) if config.diffusion.weighting == "score" else err).mean()
+  grads = jax.grad(loss_fn)(state["params"])
+  updates, opt_state = setup.tx.update(grads, state["opt_state"], state["params"])
+  return dict(state, params=optax.apply_updates(state["params"], updates), opt_state=opt_state,
+              step=state["step"] + 1)
+
+
+def run_distill_steps(setup, config, mesh, state, num, draw_x0, target_eps):
+  """`num` distill_steps on a copy of `state` (capacity candidates)."""
+  state_sh = sharding.shardings_of(state, mesh)
+  step_fn = jax.jit(lambda s: distill_step(setup, config, s, draw_x0, target_eps),
+                    in_shardings=(state_sh,), out_shardings=state_sh, donate_argnums=0)
+  state = jax.device_put(jax.tree.map(jnp.copy, state), state_sh)
+  for _ in range(num):
+    state = step_fn(state)
+  return state

@@ -132,10 +132,14 @@ def test_capacity_search_records_its_path(tmp_path, data_dir):
           "prune.batches": 2, "prune.batch_size": 8, "prune.eval_before": False}
   run = train.train_and_evaluate(tiny(data_dir, **over), str(tmp_path / "w"))
   path = run.pruned["capacity_path"]
-  assert [p["ratio"] for p in path] == [0.0, 0.25, 0.5]
+  # heads first with every MLP unit kept, then MLP units with the heads found
+  assert [(p["ratio"], p["mlp_ratio"]) for p in path] == [
+      (0.0, 0.0), (0.25, 0.0), (0.5, 0.0), (0.5, 0.25), (0.5, 0.5)]
+  assert [p.get("axis") for p in path] == [None, "heads", "heads", "mlp", "mlp"]
   assert path[1]["num_params"] < path[0]["num_params"]
-  assert run.pruned["ratio"] == 0.5  # everything was within the (huge) tolerance
-  assert all("heldout_loss" in p for p in path)
+  # everything was within the (huge) tolerance
+  assert (run.pruned["ratio"], run.pruned["mlp_ratio"]) == (0.5, 0.5)
+  assert all("heldout_loss" in p for p in path) and path[0]["fit"] == "select"
 
 
 def test_one_shot_prune_of_a_workdir(tmp_path, data_dir):
