@@ -40,7 +40,11 @@ COLUMNS = ["name", "method", "budget", "seed", "data", "ratio", "mlp_ratio", "he
 STEP_COLUMNS = ["name", "method", "budget", "seed", "data", "step", "ft_steps", "mem_ratio",
                 "precision", "recall", "fd", "fid", "nll", "d_ratio_p50", "num_params",
                 "memo_ema/gap", "memo_ema/index", "memo_ema/train_loss",
-                "memo_ema/heldout_loss", "memo/gap", "memo/index"]
+                "memo_ema/heldout_loss", "memo/gap", "memo/index",
+                # known density: the held-out loss's excess over the true score's, per
+                # t-bucket of the default 8 (small t first), and the true score's loss
+                "memo/gt_heldout_loss", "memo_ema/gt_excess"] + [
+                    f"memo_ema/gt_excess_t{b}" for b in range(8)]
 QUALITY = ("mem_ratio", "fd", "fid", "nll", "precision", "recall")  # absent ones are left out
 LOWER_IS_BETTER = {"mem_ratio": True, "fd": True, "fid": True, "nll": True, "precision": False,
                    "recall": False}

@@ -276,3 +276,87 @@ def test_surgery_cuts_the_ema_and_adam_moments_at_the_params_indices():
       np.testing.assert_array_equal(got, scale * kept[block], err_msg=f"{tree} {keys}")
       seen += 1
     assert seen >= 12, tree  # 6 arrays x 2 blocks (the moments: mu and nu each)
+
+
+def _pad_units(arch, state, heads, mlp):
+  """The same model with dead units appended: zero weights everywhere they enter or leave."""
+  def one(path, x):
+    keys = [getattr(k, "key", getattr(k, "idx", None)) for k in path]
+    if "blocks" not in keys or not hasattr(x, "shape"):
+      return x
+    name = keys[-1]
+    axes = pruning.HEAD_AXES if name in pruning.HEAD_AXES else pruning.MLP_AXES
+    if name not in axes:
+      return x
+    extra = (heads if axes is pruning.HEAD_AXES else mlp) - x.shape[axes[name]]
+    pad = [(0, 0)] * x.ndim
+    pad[axes[name]] = (0, extra)
+    return jnp.pad(x, pad)
+  new = {k: jax.tree_util.tree_map_with_path(one, state[k]) for k in ("params", "ema", "opt_state")}
+  import dataclasses
+  return (dataclasses.replace(arch, heads=(heads,) * len(arch.heads), mlp=(mlp,) * len(arch.mlp)),
+          dict(state, **new))
+
+
+def test_capacity_search_on_a_known_density_cuts_dead_units_and_nothing_the_score_uses():
+  """With the true score to read, a model with more units than its function uses is cut
+  to exactly the units it uses, and that narrower model is not cut further."""
+  import types
+  from dit_jax import memorization, sharding
+  rng = np.random.default_rng(0)
+  info = {"image_shape": [8, 8, 1], "gmm": {"means": (2.0 * rng.normal(size=(4, 64))).tolist(),
+                                            "cov_diag": [1.0] * 64, "weights": [0.25] * 4}}
+  dataset = types.SimpleNamespace(info=info)  # the search reads no split: no images at all
+  config, setup, state = setup_and_state(heads=(2, 2), mlp=(32, 32))
+  config.train.batch_size = 32
+  mesh = sharding.make_mesh()
+  gmm = memorization.gmm_params(info)
+  # fit the narrow model to the true score first, so that each of its units matters
+  probe = memorization.GroundTruthProbe(setup.sched, gmm, (8, 8, 1), 64, 4)
+  draw = lambda key, n: memorization.gmm_draws(key, n, gmm, (8, 8, 1))
+  state = train_step.run_distill_steps(setup, config, mesh, state, 300, draw, probe.gt_eps)
+  state = dict(state, ema=state["params"])
+  config.prune.update(capacity_fit="gt", capacity_steps=0, capacity_probe=64,
+                      capacity_ratios=(0.5, 0.75), tolerance=0.05)
+  config.memo.buckets = 4
+  wide_arch, wide = _pad_units(setup.arch, state, 4, 64)
+  wide_setup = state_lib.make_setup(config, wide_arch)
+  # the dead units rank last; within the used ones any order
+  scores = ([[1.0, 1.0, 0.0, 0.0]] * 2, [[1.0] * 32 + [0.0] * 32] * 2)
+  ratios, path = pruning.capacity_search(config, wide_setup, wide, dataset, mesh, 0, scores)
+  assert ratios == (0.5, 0.5), path  # the dead half of each axis, and no more
+  cut = {(tuple(p["heads"]), tuple(p["mlp"])): p["loss_over_reference"] for p in path[1:]}
+  assert cut[((2, 2), (64, 64))] == pytest.approx(1.0, abs=1e-4)
+  assert cut[((1, 1), (64, 64))] > 1.05  # a used head: outside the tolerance
+  keep_h, keep_m = pruning.plan(scores, *ratios)
+  assert [len(k) for k in keep_h] == [2, 2] and [len(k) for k in keep_m] == [32, 32]
+  narrow = ([[1.0, 1.0]] * 2, [[1.0] * 32] * 2)
+  ratios, path = pruning.capacity_search(config, setup, state, dataset, mesh, 0, narrow)
+  assert ratios == (0.0, 0.0), path
+  assert all(not p["within_tolerance"] for p in path[1:]) and path[0]["fit"] == "gt"
+
+
+def test_ground_truth_probe_measures_the_excess_over_the_true_score():
+  from dit_jax import memorization
+  config, setup, _ = setup_and_state()
+  rng = np.random.default_rng(1)
+  gmm = memorization.gmm_params({"gmm": {"means": rng.normal(size=(3, 64)).tolist(),
+                                         "cov_diag": [0.5] * 64, "weights": [0.2, 0.3, 0.5]}})
+  probe = memorization.GroundTruthProbe(setup.sched, gmm, (8, 8, 1), 128, 4)
+  np.testing.assert_allclose(probe.excess(probe.gt_eps), 0.0, atol=1e-10)
+  zero = probe.excess(lambda x, t: jnp.zeros_like(x))
+  np.testing.assert_allclose(zero, probe._per_bucket(jnp.mean(probe.target ** 2, (1, 2, 3))),
+                             rtol=1e-6)
+  # the true score's loss is below the zero predictor's in every bucket (it is E[eps | x_t])
+  assert np.all(np.asarray(probe.gt_loss) < 1.0 + 1e-6)
+  x = memorization.gmm_draws(jax.random.PRNGKey(0), 20000, gmm, (8, 8, 1)).reshape(20000, -1)
+  np.testing.assert_allclose(x.mean(0), np.asarray(gmm[0]).T @ np.asarray(gmm[2]), atol=0.05)
+
+
+def test_capacity_fit_gt_needs_a_known_density():
+  import types
+  p = ml_collections.ConfigDict({"capacity_fit": "gt"})
+  with pytest.raises(configlib.ConfigError, match="capacity_fit='gt'"):
+    pruning.capacity_fit(p, types.SimpleNamespace(info={"name": "digits"}))
+  p.capacity_fit = "auto"
+  assert pruning.capacity_fit(p, types.SimpleNamespace(info={"name": "digits"})) == "select"

@@ -116,3 +116,34 @@ def test_results_script_writes_the_document_from_workdirs(tmp_path):
     assert "measured by the earlier run too" in text and "agrees to every digit" in text
     for f in ("fake_steps.csv", "fake_durability.png", "fake_tracker.png", "explore_steps.csv"):
       assert (out / "results" / f).exists(), f
+
+
+def _grid_rows():
+  """A fake capacity grid: excess falls with width until 0.5 and is flat above it;
+  memorization appears at n=32 above width 0.25 and nowhere at larger n."""
+  rows = []
+  for n in (32, 128, 16384):
+    for w in (1.0, 0.75, 0.5, 0.25, 0.125):
+      excess = 0.02 * (1 + max(0.0, 0.5 - w) * 4)  # 0.02 down to width 0.5, then rising
+      mem = 0.6 * w if n == 32 and w > 0.25 else 0.0
+      for step in (1000, 3000):  # only the last step counts
+        rows.append({"name": f"n{n}-w{w:g}-s0", "method": f"w{w:g}", "budget": f"n{n}",
+                     "seed": 0, "step": step, "ft_steps": step, "mem_ratio": mem if step == 3000
+                     else 0.0, "nll": 1.4, "fd": 50.0, results.EXCESS: excess,
+                     results.HELDOUT: 0.28 + excess, "memo_ema/gt_excess_t0": excess})
+  return rows
+
+
+def test_capacity_grid_finds_w_star_and_the_onset_of_memorization():
+  cells = results.grid_cells(_grid_rows())
+  assert cells[(32, 1.0)]["mem_ratio"] == 0.6  # the last step, not the first
+  assert results.w_star(cells, 0.05) == 0.5  # 0.25 has excess 0.04, twice the full width's
+  assert results.w_star(cells, 1.5) == 0.125
+  assert results.w_star(cells, 0.08, key=results.HELDOUT) == 0.25  # 0.32 <= 1.08 * 0.30 < 0.33
+  assert results.memorization_onset(cells) == {32: 0.5, 128: None, 16384: None}
+  assert "| 32 | 0.6 | 0.45 | 0.3 | 0 | 0 |" in results.grid_table(cells, "mem_ratio")
+  points = [{"method": "original", "seed": 0, "heads": "4+4", "mlp": "512+512"},
+            {"method": "capacity", "seed": 0, "heads": "2+2", "mlp": "64+64"}]
+  (found,) = results.search_lines(points, [1.0, 0.75, 0.5, 0.25, 0.125], 0.5)
+  assert (found["kept_heads"], found["kept_mlp"]) == (0.5, 0.125)
+  assert (found["steps_heads"], found["steps_mlp"]) == (0, 2)

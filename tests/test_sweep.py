@@ -75,3 +75,17 @@ def test_comparisons_pair_by_seed_within_a_budget():
   assert recs[("b", "contrast")]["mem_ratio-control"][0] == pytest.approx(-0.3)
   assert "mem_ratio-random" not in recs[("b", "random")]
   assert recs[("c", "random")]["mem_ratio-control"][0] == pytest.approx(-0.4)
+
+
+def test_capacity_grid_runlocal_trains_each_width_and_n_and_records_the_excess(tmp_path, data_dir):
+  w = str(tmp_path / "grid")
+  spec = os.path.join(ROOT, "configs", "sweeps", "capacity_grid.py") + ":runlocal"
+  rows, _, _ = sweep.run_sweep(spec, w, {"data.data_dir": data_dir})
+  assert [(r["budget"], r["method"]) for r in rows] == [
+      ("n32", "w1"), ("n32", "w0.75"), ("n64", "w1"), ("n64", "w0.75")]
+  assert rows[1]["num_params"] < rows[0]["num_params"]  # narrower: fewer heads and MLP units
+  steps = sweep.read_csv(os.path.join(w, "sweep_steps.csv"))
+  last = [r for r in steps if r["step"] == max(s["step"] for s in steps)]
+  # the density is known: every cell has its held-out excess over the true score's loss
+  assert len(last) == 4 and all(r["memo_ema/gt_excess"] is not None for r in last)
+  assert all(r["memo_ema/gt_excess_t0"] is not None for r in last)

@@ -79,6 +79,28 @@ def get_config(arg=None):
       "methods=random+select_taylor+specific+contrast_smallt+head_grad,scratch=,short="
       " --workdir explore_digits2  (its base-s100 and original-s100 copied from explore_digits)"),
       title="ideas tried on one exploration seed (digits, seed 100)")
+  grid = "python scripts/sweep.py --config configs/sweeps/capacity_grid.py:data=gmm,"
+  c.capacity = dict(
+      grid=("grid_gmm_a", "grid_gmm_b"), search=("cap_gmm",), ft=500,
+      commands=(f"{grid}ns=16384+2048,steps=3000 --workdir grid_gmm_a",
+                f"{grid}ns=32+128,steps=6000 --workdir grid_gmm_b",
+                f"{_SWEEP}data=gmm,at=6000,base_evals=,ft=500,evals=500,budgets=cap,"
+                "methods=random,scratch=,seeds=3 --workdir cap_gmm"),
+      title="Capacity the ground-truth score needs (gmm, K=8, d=64)",
+      notes=("Each grid cell trains `tiny/2` from scratch with a fraction of its heads and "
+             "MLP units per block (head size and hidden size fixed; one head at least), one "
+             "seed. The large-n rows trained 3,000 steps, the small-n rows 6,000 (memorization "
+             "at n=32 sets in between 3,000 and 6,000 steps): the session's two cores did not "
+             "allow 6,000 everywhere, so W* is measured on models still improving, and the "
+             "excess at n=16384 is an upper bound on what each width can reach. The search "
+             "starts from a memorizing base (n=32, 6,000 steps), cuts heads and then MLP "
+             "units by `contrast` scores, fits each candidate 300 steps to the true score on "
+             "draws of the density (capacity_fit=gt: no split is read) and keeps the smallest "
+             "cut whose probe loss stays within 5% of the equally fitted unpruned model's; "
+             "the chosen model, `random` at the same per-axis cut and the unpruned control "
+             "are then fine-tuned 500 steps on the training set."))
+  c.capacity_tols = (0.05, 0.1, 0.25)  # tolerances W* is printed at
+  c.capacity_tol = 0.05  # the one the search is judged against
   c.machine = ("the 2-core, 24 GiB CPU VM of the project (no GPU), jax 0.10.2 on CPU; "
                "every sweep pinned to one core with taskset, two sweeps at a time (one per "
                "core), and the test suite and editing running alongside on and off")

@@ -65,7 +65,7 @@ def get_config(arg=None):
   config.sample.every = 0
   if a.runlocal:
     config.prune.batches, config.prune.batch_size = 2, 8
-    config.prune.capacity_steps, config.prune.capacity_ratios = 2, (0.25, 0.5)
+    config.prune.capacity_steps, config.prune.capacity_ratios = 2, (0.5,)
     config.eval.num = 16
   config.prune.eval_before = False  # the base run's evaluation at `at` is the "before"
   # the sweep's "original" point is the control, shared by every point of a seed; a
