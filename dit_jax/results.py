@@ -9,6 +9,7 @@ different cores), keyed by point name so a point present twice counts once.
 import math
 import os
 
+import matplotlib
 import numpy as np
 from scipy import stats as scipy_stats
 
@@ -342,10 +343,11 @@ def grid_plot(cells, path, title):
   ns = sorted({n for n, _ in cells})
   widths = sorted({w for _, w in cells})
   fig, axes = report.new_figure(3, width=4.2)
-  for ax, key, label in ((axes[0], "mem_ratio", "mem_ratio"),
-                         (axes[1], EXCESS, "held-out excess over gt_loss")):
+  for ax, key, label, norm in ((axes[0], "mem_ratio", "mem_ratio", None),
+                               (axes[1], EXCESS, "held-out excess over gt_loss (log)",
+                                matplotlib.colors.LogNorm())):
     grid = np.array([[cells.get((n, w), {}).get(key, np.nan) for w in widths] for n in ns])
-    im = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis")
+    im = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis", norm=norm)
     ax.set_xticks(range(len(widths)), [f"{w:g}" for w in widths])
     ax.set_yticks(range(len(ns)), [str(n) for n in ns])
     ax.set(xlabel="width (fraction of tiny's heads and MLP units)", ylabel="n", title=label)

@@ -10,6 +10,11 @@ same probe (memo_ema/gt_excess_t*).
   python scripts/sweep.py --config configs/sweeps/capacity_grid.py:runlocal --workdir /tmp/grid
 Arguments (`+` joins lists): data, ns, widths (fractions of the full model's units),
 seeds, steps, num (samples per evaluation).
+The ground-truth capacity W*(tol) is read off the largest n (scripts/results.py, the
+capacity section of docs/RESULTS.md): the smallest width whose held-out excess over the
+true score's loss is within (1 + tol) of the full width's. The grid in RESULTS.md ran as
+  ...:data=gmm,ns=16384+2048,steps=3000   and   ...:data=gmm,ns=32+128,steps=6000
+(one per core; n=512 and the digits grid did not fit in that session).
 """
 import os
 
