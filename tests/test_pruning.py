@@ -128,14 +128,13 @@ def test_prune_inside_training_and_resume_across_it(tmp_path, data_dir, capsys):
 
 def test_capacity_search_records_its_path(tmp_path, data_dir):
   over = {"prune.at_step": 20, "prune.target": "capacity", "prune.capacity_steps": 3,
-          "prune.capacity_ratios": (0.25, 0.5), "prune.tolerance": 10.0,
+          "prune.capacity_ratios": (0.5,), "prune.tolerance": 10.0,
           "prune.batches": 2, "prune.batch_size": 8, "prune.eval_before": False}
   run = train.train_and_evaluate(tiny(data_dir, **over), str(tmp_path / "w"))
   path = run.pruned["capacity_path"]
   # heads first with every MLP unit kept, then MLP units with the heads found
-  assert [(p["ratio"], p["mlp_ratio"]) for p in path] == [
-      (0.0, 0.0), (0.25, 0.0), (0.5, 0.0), (0.5, 0.25), (0.5, 0.5)]
-  assert [p.get("axis") for p in path] == [None, "heads", "heads", "mlp", "mlp"]
+  assert [(p["ratio"], p["mlp_ratio"]) for p in path] == [(0.0, 0.0), (0.5, 0.0), (0.5, 0.5)]
+  assert [p.get("axis") for p in path] == [None, "heads", "mlp"]
   assert path[1]["num_params"] < path[0]["num_params"]
   # everything was within the (huge) tolerance
   assert (run.pruned["ratio"], run.pruned["mlp_ratio"]) == (0.5, 0.5)
@@ -194,7 +193,7 @@ def test_choosing_never_reads_the_test_split(data_dir):
   from dit_jax import data as data_lib, sharding
   config = config_check.finalize(tiny(data_dir, **{
       "prune.batches": 2, "prune.batch_size": 8, "prune.capacity_steps": 2,
-      "prune.capacity_ratios": (0.25, 0.5), "prune.capacity_probe": 16}))
+      "prune.capacity_ratios": (0.5,), "prune.capacity_probe": 16}))
   dataset = data_lib.load(config.data, config.seed)
   noisy = dataclasses.replace(dataset, test_x=np.random.default_rng(0).normal(
       size=dataset.test_x.shape).astype(np.float32))
