@@ -81,9 +81,11 @@ def get_config(arg=None):
       title="ideas tried on one exploration seed (digits, seed 100)")
   grid = "python scripts/sweep.py --config configs/sweeps/capacity_grid.py:data=gmm,"
   c.capacity = dict(
-      grid=("grid_gmm_a", "grid_gmm_b"), search=("cap_gmm",), ft=500,
+      grid=("grid_gmm_a", "grid_gmm_b", "grid_gmm_c", "grid_gmm_d"), search=("cap_gmm",), ft=500,
       commands=(f"{grid}ns=16384+2048,steps=3000 --workdir grid_gmm_a",
                 f"{grid}ns=32+128,steps=6000 --workdir grid_gmm_b",
+                f"{grid}ns=512,widths=1+0.75+0.5,steps=6000 --workdir grid_gmm_c",
+                f"{grid}ns=512,widths=0.25+0.125,steps=6000 --workdir grid_gmm_d",
                 f"{_SWEEP}data=gmm,at=6000,base_evals=,ft=500,evals=500,budgets=cap,"
                 "methods=random,scratch=,seeds=3 --workdir cap_gmm"),
       title="Capacity the ground-truth score needs (gmm, K=8, d=64)",

@@ -13,8 +13,8 @@ seeds, steps, num (samples per evaluation).
 The ground-truth capacity W*(tol) is read off the largest n (scripts/results.py, the
 capacity section of docs/RESULTS.md): the smallest width whose held-out excess over the
 true score's loss is within (1 + tol) of the full width's. The grid in RESULTS.md ran as
-  ...:data=gmm,ns=16384+2048,steps=3000   and   ...:data=gmm,ns=32+128,steps=6000
-(one per core; n=512 and the digits grid did not fit in that session).
+  ...:data=gmm,ns=16384+2048,steps=3000   and   ...:data=gmm,ns=32+128+512,steps=6000
+(one per core, n=512 split by widths; the digits grid did not fit in that session).
 """
 import os
 
