@@ -281,7 +281,8 @@ EXCESS = "memo_ema/gt_excess"
 HELDOUT = "memo_ema/heldout_loss"
 
 
-def grid_cells(rows, keys=("mem_ratio", "nll", "fd", HELDOUT, EXCESS, "memo_ema/index")):
+def grid_cells(rows, keys=("mem_ratio", "nll", "fd", "precision", "recall", HELDOUT, EXCESS,
+                           "memo_ema/index")):
   """{(n, width): {key: mean over seeds}} at each cell's last evaluated step."""
   last = {}
   for r in rows:
@@ -337,33 +338,40 @@ def memorization_onset(cells, level=0.1):
   return out
 
 
-def grid_plot(cells, path, title):
-  """mem_ratio and the held-out excess over the true score's loss over (width, n), and
-  the excess per t-bucket at the largest n."""
+def grid_plot(cells, path, title, key=EXCESS, label="held-out excess over gt_loss (log)"):
+  """mem_ratio and `key` (the oracle's: the held-out excess over the true score's loss
+  where the density is known, else the held-out loss) over (width, n); then the excess
+  per t-bucket at the largest n where the grid has it, else `key` over width per n."""
   ns = sorted({n for n, _ in cells})
   widths = sorted({w for _, w in cells})
   fig, axes = report.new_figure(3, width=4.2)
-  for ax, key, label, norm in ((axes[0], "mem_ratio", "mem_ratio", None),
-                               (axes[1], EXCESS, "held-out excess over gt_loss (log)",
-                                matplotlib.colors.LogNorm())):
-    grid = np.array([[cells.get((n, w), {}).get(key, np.nan) for w in widths] for n in ns])
+  for ax, k, lab, norm in ((axes[0], "mem_ratio", "mem_ratio", None),
+                           (axes[1], key, label, matplotlib.colors.LogNorm())):
+    grid = np.array([[cells.get((n, w), {}).get(k, np.nan) for w in widths] for n in ns])
     im = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis", norm=norm)
     ax.set_xticks(range(len(widths)), [f"{w:g}" for w in widths])
     ax.set_yticks(range(len(ns)), [str(n) for n in ns])
-    ax.set(xlabel="width (fraction of tiny's heads and MLP units)", ylabel="n", title=label)
+    ax.set(xlabel="width (fraction of tiny's heads and MLP units)", ylabel="n", title=lab)
     for i in range(len(ns)):
       for j in range(len(widths)):
         if np.isfinite(grid[i, j]):
           ax.text(j, i, f"{grid[i, j]:.2g}", ha="center", va="center", fontsize=7, color="w")
     fig.colorbar(im, ax=ax)
   top = max(ns)
-  for w in widths:
-    c = cells.get((top, w), {})
-    ts = sorted((int(k.rsplit("_t", 1)[1]), v) for k, v in c.items() if k.startswith(EXCESS + "_t"))
-    if ts:
-      axes[2].plot([b for b, _ in ts], [v for _, v in ts], "o-", label=f"width {w:g}")
-  axes[2].set(xlabel="t-bucket (small t first)", ylabel="excess over gt_loss",
-              title=f"{title}: n = {top}", yscale="log")
+  buckets = {w: sorted((int(k.rsplit("_t", 1)[1]), v) for k, v in cells.get((top, w), {}).items()
+                       if k.startswith(EXCESS + "_t")) for w in widths}
+  if any(buckets.values()):
+    for w, ts in buckets.items():
+      if ts:
+        axes[2].plot([b for b, _ in ts], [v for _, v in ts], "o-", label=f"width {w:g}")
+    axes[2].set(xlabel="t-bucket (small t first)", ylabel="excess over gt_loss",
+                title=f"{title}: n = {top}", yscale="log")
+  else:
+    for n in ns:
+      ws = [w for w in widths if key in cells.get((n, w), {})]
+      axes[2].plot(ws, [cells[(n, w)][key] for w in ws], "o-", label=f"n = {n}")
+    axes[2].set(xlabel="width", ylabel=label, title=f"{title}: {label} over width",
+                xscale="log")
   axes[2].legend(fontsize=7)
   return report.save_figure(fig, path)
 
@@ -390,10 +398,11 @@ def search_lines(points, widths, target):
   return out
 
 
-def capacity_verdict(rows, found, ft, budget="cap"):
+def capacity_verdict(rows, found, ft, budget="cap", quality=("nll", "fd", "precision")):
   """The issue's target for the capacity search, in sentences: within one grid step of
-  W* (each axis), mem_ratio below the control's (paired interval below zero), nll inside
-  the control's interval; and how it compares with random at the same width."""
+  W* (each axis), mem_ratio below the control's (paired interval below zero), quality
+  (nll where measured, else fd) inside the control's interval; and how each compares
+  with random at the same width."""
   out = []
   if found:
     near = sum(1 for f in found if max(f["steps_heads"], f["steps_mlp"]) <= 1)
@@ -405,24 +414,24 @@ def capacity_verdict(rows, found, ft, budget="cap"):
   control = next((r for (b, m), r in recs.items() if m == sweep.CONTROL), None)
   if rec is None or control is None:
     return out + [f"- no capacity or control rows at +{ft}."]
-  for key, label in (("mem_ratio-control", "mem_ratio vs the control"),
-                     ("mem_ratio-random", "mem_ratio vs random at the same width"),
-                     ("nll-control", "nll vs the control"),
-                     ("nll-random", "nll vs random at the same width")):
-    if key in rec:
-      mean, half, n = rec[key]
-      out.append(f"- {label}: {stats.fmt_interval(mean, half)} "
-                 f"({stats.verdict(mean, half, True)}, {n} seeds).")
+  for key in ("mem_ratio",) + tuple(quality):
+    better = sweep.LOWER_IS_BETTER[key]
+    for other, label in (("control", "the control"), ("random", "random at the same width")):
+      if f"{key}-{other}" in rec:
+        mean, half, n = rec[f"{key}-{other}"]
+        out.append(f"- {key} vs {label}: {stats.fmt_interval(mean, half)} "
+                   f"({stats.verdict(mean, half, better)}, {n} seeds).")
   misses = []
   if found and any(max(f["steps_heads"], f["steps_mlp"]) > 1 for f in found):
     misses.append("width more than one grid step from W* on some seed")
   mean, half, _ = rec.get("mem_ratio-control", (math.nan, math.nan, 0))
   if not (math.isfinite(half) and mean + half < 0):
     misses.append("mem_ratio not below the control's with the interval excluding zero")
-  if "nll" in rec and "nll" in control:
-    c_mean, c_half, _ = control["nll"]
-    if not (math.isfinite(c_half) and abs(rec["nll"][0] - c_mean) <= c_half):
-      misses.append(f"nll {rec['nll'][0]:.3g} outside the control's "
+  judge = next((k for k in quality if k in rec and k in control), None)
+  if judge:
+    c_mean, c_half, _ = control[judge]
+    if not (math.isfinite(c_half) and abs(rec[judge][0] - c_mean) <= c_half):
+      misses.append(f"{judge} {rec[judge][0]:.3g} outside the control's "
                     f"{stats.fmt_interval(c_mean, c_half)}")
   out.append("**Target met**." if not misses else "**Target not met**: " + "; ".join(misses) + ".")
   return out

@@ -77,50 +77,71 @@ def _points(spec, name, workdirs):
   return rows
 
 
-def _capacity(spec, cap):
-  """The capacity grid, W*, and where the capacity search lands against it."""
-  grid = _rows(spec, "capacity_grid", cap["grid"])
+def _capacity(spec, name, cap):
+  """A capacity grid, its oracle W* (or a proxy for it), and where the capacity search
+  lands against it. cap["oracle"]: "excess" (the held-out excess over the true score's
+  loss, known density) or "heldout" (the held-out loss itself, the proxy elsewhere)."""
+  grid = _rows(spec, f"{name}_grid", cap["grid"])
   cells = results.grid_cells(grid)
   widths = sorted({w for _, w in cells})
   top = max(n for n, _ in cells)
+  excess = cap.get("oracle", "excess") == "excess"
+  key = results.EXCESS if excess else results.HELDOUT
   out = [f"## {cap['title']}", "", "Made by (workdirs relative to `root`):", "", "```"]
   out += list(cap["commands"]) + ["```", "", cap["notes"], ""]
-  for key, label in (("mem_ratio", "mem_ratio (1,000 samples)"), ("nll", "nll of the samples"),
-                     (results.EXCESS, "held-out loss's excess over the true score's (EMA)"),
-                     (results.HELDOUT, "held-out loss (EMA)"), ("fd", "fd")):
-    out += [f"### {label}, by n (rows) and width (columns)", "", results.grid_table(cells, key), ""]
-  png = results.grid_plot(cells, os.path.join(spec.out, "results", "capacity_grid.png"), "gmm")
-  out += [f"![capacity grid]({os.path.relpath(png, spec.out)})", ""]
-  stars = {tol: results.w_star(cells, tol) for tol in spec.capacity_tols}
-  loss_stars = {tol: results.w_star(cells, tol, key=results.HELDOUT) for tol in spec.capacity_tols}
-  out += ["### The ground-truth capacity W*", "",
-          f"At n = {top} (standing in for the density): the smallest width whose held-out "
-          "excess over gt_loss is within (1 + tol) of the full width's: " +
-          ", ".join(f"W*({t:g}) = {w:g}" for t, w in stars.items()) + "; on the held-out "
-          "loss itself (the capacity search's yardstick): " +
-          ", ".join(f"{w:g} at tol {t:g}" for t, w in loss_stars.items()) + ".", ""]
+  tables = [("mem_ratio", "mem_ratio (1,000 samples)"), ("nll", "nll of the samples"),
+            (results.EXCESS, "held-out loss's excess over the true score's (EMA)"),
+            (results.HELDOUT, "held-out loss (EMA)"), ("fd", "fd"), ("precision", "precision"),
+            ("recall", "recall")]
+  for k, label in tables:
+    if any(k in c for c in cells.values()):
+      digits = 4 if k == results.HELDOUT and not excess else 3
+      out += [f"### {label}, by n (rows) and width (columns)", "",
+              results.grid_table(cells, k, digits), ""]
+  label = "held-out excess over gt_loss (log)" if excess else "held-out loss (EMA, log)"
+  png = results.grid_plot(cells, os.path.join(spec.out, "results", f"{name}_grid.png"),
+                          cap["data"], key, label)
+  out += [f"![{name} grid]({os.path.relpath(png, spec.out)})", ""]
+  stars = {tol: results.w_star(cells, tol, key=key) for tol in spec.capacity_tols}
+  if excess:
+    loss_stars = {t: results.w_star(cells, t, key=results.HELDOUT) for t in spec.capacity_tols}
+    out += ["### The ground-truth capacity W*", "",
+            f"At n = {top} (standing in for the density): the smallest width whose held-out "
+            "excess over gt_loss is within (1 + tol) of the full width's: " +
+            ", ".join(f"W*({t:g}) = {w:g}" for t, w in stars.items()) + "; on the held-out "
+            "loss itself (the capacity search's yardstick): " +
+            ", ".join(f"{w:g} at tol {t:g}" for t, w in loss_stars.items()) + ".", ""]
+  else:
+    out += ["### The proxy oracle", "",
+            f"No density is known, so the proxy is read off the largest n ({top}): the "
+            "smallest width whose held-out loss is within (1 + tol) of the full width's, "
+            "where widening stops improving it: " +
+            ", ".join(f"W({t:g}) = {w:g}" for t, w in stars.items()) + ".", ""]
   onset = results.memorization_onset(cells)
   out += ["Memorization onset (the smallest width with mem_ratio >= 0.1) per n: " +
           ", ".join(f"n={n}: {'none' if w is None else f'{w:g}'}" for n, w in onset.items()) +
           ".", ""]
   target = stars[spec.capacity_tol]
-  steps = _rows(spec, "capacity_search", cap["search"])
-  points = _points(spec, "capacity_search", cap["search"])
+  budget = cap.get("budget", "cap")
+  keep = lambda r: r["budget"] == budget or r["method"] == sweep.CONTROL
+  steps = [r for r in _rows(spec, f"{name}_search", cap["search"]) if keep(r)]
+  points = [r for r in _points(spec, f"{name}_search", cap["search"]) if keep(r)]
   found = results.search_lines(points, widths, target)
-  out += [f"### The capacity search against W*({spec.capacity_tol:g}) = {target:g}", "",
-          "| seed | heads kept | MLP units kept | kept heads | kept MLP | grid steps from W* "
-          "(heads / MLP) |", "|---|---|---|---|---|---|"]
+  star = "W*" if excess else "W"
+  out += [f"### The capacity search against {star}({spec.capacity_tol:g}) = {target:g}", "",
+          "| seed | heads kept | MLP units kept | kept heads | kept MLP | grid steps from "
+          f"{star} (heads / MLP) |", "|---|---|---|---|---|---|"]
   for f in found:
     out.append(f"| {f['seed']} | {'+'.join(map(str, f['heads']))} | "
                f"{'+'.join(map(str, f['mlp']))} | {f['kept_heads']:.3f} | {f['kept_mlp']:.3f} | "
                f"{f['steps_heads']} / {f['steps_mlp']} |")
-  ft = cap["ft"]
-  out += ["", f"### The chosen width against the control and `random` at the same width, "
-          f"{ft} fine-tuning steps after the prune", "",
-          "Mean ± 95% t-interval over seeds; differences paired per seed.", "",
-          results.table(steps, ft, METRICS), ""]
-  out += ["### Verdict", ""] + results.capacity_verdict(steps, found, ft) + [""]
-  return out
+  for ft in cap["fts"]:
+    out += ["", f"### The chosen width against the control and `random` at the same width, "
+            f"{ft} fine-tuning steps after the prune", "",
+            "Mean ± 95% t-interval over seeds; differences paired per seed.", "",
+            results.table(steps, ft, METRICS), "", f"Verdict at +{ft}:", ""]
+    out += results.capacity_verdict(steps, found, ft, budget)
+  return out + [""]
 
 
 def main(argv):
@@ -137,8 +158,8 @@ def main(argv):
              "holds zero.", ""]
     for name, study in spec.studies.items():
       lines += _study(spec, name, study)
-    if spec.get("capacity"):
-      lines += _capacity(spec, spec.capacity)
+    for name, cap in (spec.get("capacity") or {}).items():
+      lines += _capacity(spec, name, cap)
     ex = spec.explore
     rows = _rows(spec, "explore", ex["workdirs"])
     lines += [f"## {ex['title']}", "", "```"] + list(ex["commands"]) + ["```", "",

@@ -87,35 +87,43 @@ def test_tracker_correlation_and_first_crossing():
   assert "the same evaluated step on 5" in " ".join(results.tracker_lines(track))
 
 
-def test_results_script_writes_the_document_from_workdirs(tmp_path):
-  rows = _rows(-0.1)
-  for name, part in (("w1", [r for r in rows if r["seed"] < 3]),
-                     ("w2", [r for r in rows if r["seed"] >= 3])):
-    os.makedirs(tmp_path / name)
-    sweep.write_csv(part, str(tmp_path / name / "sweep_steps.csv"), sweep.STEP_COLUMNS)
+def _write(tmp_path, name, rows, columns=sweep.STEP_COLUMNS, file="sweep_steps.csv"):
+  os.makedirs(tmp_path / name, exist_ok=True)
+  sweep.write_csv(rows, str(tmp_path / name / file), columns)
+
+
+def _results_documents(tmp_path, spec_lines):
+  """RESULTS.md as scripts/results.py writes it from the workdirs under tmp_path, then
+  as it rebuilds it from the csv copies; spec_lines: get_config's body after `c` and `a`."""
   spec = tmp_path / "spec.py"
   spec.write_text(
       "from dit_jax import configlib\n"
       "def get_config(arg=None):\n"
       "  a = configlib.parse_arg(arg, root='', from_csv=False, out='')\n"
       "  c = configlib.ml_collections.ConfigDict()\n"
-      "  c.ours, c.budget, c.fts, c.from_csv = 'ours', 'h20m50', (500, 2000), a.from_csv\n"
-      "  c.tables = (500, 2000)\n"
-      "  c.machine, c.code, c.root, c.out = 'a test', 'this', a.root, a.out\n"
-      "  c.studies = {'fake': dict(workdirs=('w1', 'w2'), earlier=('w1',), commands=('cmd',),\n"
-      "                            title='Fake')}\n"
-      "  c.explore = dict(workdirs=('w1',), earlier=(), commands=('cmd',), title='Ideas')\n"
-      "  return c\n")
+      "  c.from_csv, c.machine, c.code, c.root, c.out = a.from_csv, 'a test', 'this', a.root, a.out\n"
+      + "".join(f"  {line}\n" for line in spec_lines) + "  return c\n")
   out = tmp_path / "docs"
   for arg in (f"root={tmp_path},out={out}", f"from_csv,out={out}"):
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "results.py"),
                            "--config", f"{spec}:{arg}"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    text = (out / "RESULTS.md").read_text()
+    yield (out / "RESULTS.md").read_text(), out / "results"
+
+
+def test_results_script_writes_the_document_from_workdirs(tmp_path):
+  rows = _rows(-0.1)
+  _write(tmp_path, "w1", [r for r in rows if r["seed"] < 3])
+  _write(tmp_path, "w2", [r for r in rows if r["seed"] >= 3])
+  for text, res in _results_documents(tmp_path, (
+      "c.ours, c.budget, c.fts, c.tables = 'ours', 'h20m50', (500, 2000), (500, 2000)",
+      "c.studies = {'fake': dict(workdirs=('w1', 'w2'), earlier=('w1',), commands=('cmd',), "
+      "title='Fake')}",
+      "c.explore = dict(workdirs=('w1',), earlier=(), commands=('cmd',), title='Ideas')")):
     assert "**Target met**" in text and "ours@h20m50: 5 seeds" in text
     assert "measured by the earlier run too" in text and "agrees to every digit" in text
     for f in ("fake_steps.csv", "fake_durability.png", "fake_tracker.png", "explore_steps.csv"):
-      assert (out / "results" / f).exists(), f
+      assert (res / f).exists(), f
 
 
 def _grid_rows():
@@ -147,3 +155,46 @@ def test_capacity_grid_finds_w_star_and_the_onset_of_memorization():
   (found,) = results.search_lines(points, [1.0, 0.75, 0.5, 0.25, 0.125], 0.5)
   assert (found["kept_heads"], found["kept_mlp"]) == (0.5, 0.125)
   assert (found["steps_heads"], found["steps_mlp"]) == (0, 2)
+
+
+def _search_rows(seeds=3):
+  """Fake capacity-search sweeps: the control, the chosen width and random at it (budget
+  cap), step rows and sweep.csv points; capacity memorizes 0.3 less than the control."""
+  rng = np.random.default_rng(1)
+  steps, points = [], []
+  for seed in range(seeds):
+    common = rng.normal(0, 0.05)
+    for method, budget, mem, heads, mlp in (("original", "none", 0.7, "4+4", "512+512"),
+                                            ("capacity", "cap", 0.4, "2+2", "256+256"),
+                                            ("random", "cap", 0.41, "2+2", "256+256")):
+      row = dict(name=f"{method}-s{seed}", method=method, budget=budget, seed=seed, step=8500,
+                 ft_steps=500, mem_ratio=mem + common + rng.normal(0, 0.005),
+                 fd=50.0 + rng.normal(0, 0.5), precision=0.8 + rng.normal(0, 0.01))
+      steps.append(row)
+      points.append(dict(row, heads=heads, mlp=mlp))
+  return steps, points
+
+
+def test_capacity_section_without_a_known_density(tmp_path):
+  """The digits form: the proxy oracle is the held-out loss at the largest n, the plot
+  has no per-bucket excess, and quality is judged by fd."""
+  grid = [{k: v for k, v in r.items() if "excess" not in k} for r in _grid_rows()]
+  _write(tmp_path, "g", grid)
+  steps, points = _search_rows()
+  _write(tmp_path, "s", steps)
+  _write(tmp_path, "s", points, sweep.COLUMNS, "sweep.csv")
+  for text, res in _results_documents(tmp_path, (
+      "c.ours, c.budget, c.fts, c.tables = 'ours', 'cap', (500,), ()",
+      "c.studies = {}",
+      "c.explore = dict(workdirs=('s',), earlier=(), commands=('cmd',), title='Ideas')",
+      "c.capacity = {'cap_digits': dict(grid=('g',), search=('s',), fts=(500,), data='digits', "
+      "oracle='heldout', commands=('cmd',), title='Digits capacity', notes='fake')}",
+      "c.capacity_tols, c.capacity_tol = (0.05, 0.08), 0.08")):
+    # held-out loss 0.28 + excess: within 8% of the full width's 0.30 down to 0.25
+    assert "W(0.05) = 0.5, W(0.08) = 0.25" in text
+    assert "### The capacity search against W(0.08) = 0.25" in text
+    assert "| 0 | 2+2 | 256+256 | 0.500 | 0.500 | 1 / 1 |" in text
+    assert "mem_ratio vs the control: -0.3" in text and "3 of 3 seeds within one grid step" in text
+    assert "fd vs random at the same width" in text and "**Target met**." in text
+    assert "excess over the true score" not in text  # no density, no excess table
+    assert (res / "cap_digits_grid.png").exists()

@@ -80,8 +80,9 @@ def get_config(arg=None):
       " --workdir explore_digits2  (its base-s100 and original-s100 copied from explore_digits)"),
       title="ideas tried on one exploration seed (digits, seed 100)")
   grid = "python scripts/sweep.py --config configs/sweeps/capacity_grid.py:data=gmm,"
-  c.capacity = dict(
-      grid=("grid_gmm_a", "grid_gmm_b", "grid_gmm_c", "grid_gmm_d"), search=("cap_gmm",), ft=500,
+  gmm_cap = dict(
+      grid=("grid_gmm_a", "grid_gmm_b", "grid_gmm_c", "grid_gmm_d"), search=("cap_gmm",),
+      fts=(500,), data="gmm", oracle="excess",
       commands=(f"{grid}ns=16384+2048,steps=3000 --workdir grid_gmm_a",
                 f"{grid}ns=32+128,steps=6000 --workdir grid_gmm_b",
                 f"{grid}ns=512,widths=1+0.75+0.5,steps=6000 --workdir grid_gmm_c",
@@ -101,6 +102,33 @@ def get_config(arg=None):
              "cut whose probe loss stays within 5% of the equally fitted unpruned model's; "
              "the chosen model, `random` at the same per-axis cut and the unpruned control "
              "are then fine-tuned 500 steps on the training set."))
+  grid = "python scripts/sweep.py --config configs/sweeps/capacity_grid.py:data=digits,"
+  cap = (f"{_SWEEP}data=digits,at=8000,ft=2000,evals=0+250+500+1000+2000,budgets=cap,short=,"
+         f"scratch=,methods=random,{_BASE_EVALS},seeds=1")
+  digits_cap = dict(
+      grid=("grid_digits_a", "grid_digits_b"), search=("digits_s2", "digits_s4", "digits_add_s0"),
+      fts=(500, 2000), data="digits", oracle="heldout",
+      commands=(f"{grid}ns=1041,steps=6000 --workdir grid_digits_a",
+                f"{grid}ns=32,steps=6000 --workdir grid_digits_b",
+                f"{cap},seed0=2 --workdir digits_s2",
+                f"{cap},seed0=4 --workdir digits_s4",
+                f"{cap},seed0=0 --workdir digits_add_s0",
+                "# each search point resumes its seed's base run (8,000 steps) of the digits "
+                "study above"),
+      title="Capacity on digits, without a known density: a proxy oracle",
+      notes=("The same grid on digits at n=32 and n=1041 (every image the select (256) "
+             "and test (500) splits leave of the 1,797), 6,000 steps, one seed. No density "
+             "is known, so the proxy oracle is the width where the n=1041 model's held-out "
+             "loss (on the select split) stops improving. The search (capacity_fit=select) "
+             "starts from the digits study's n=32 base runs (8,000 steps), fits each "
+             "candidate 300 steps on half of the select split and judges it on the other "
+             "half's held-out loss, summed over the t-buckets where the unpruned model "
+             "generalizes; it assumes that loss measures the score (the select images are "
+             "fresh draws of the data distribution, unseen in training), so that held-out "
+             "loss differences are differences in the excess over the true score's loss. "
+             "Quality (fd, precision) is judged on the test split, which nothing here chose "
+             "with."))
+  c.capacity = {"capacity": gmm_cap, "capacity_digits": digits_cap}
   c.capacity_tols = (0.05, 0.1, 0.25)  # tolerances W* is printed at
   c.capacity_tol = 0.05  # the one the search is judged against
   c.machine = ("the 2-core, 24 GiB CPU VM of the project (no GPU), jax 0.10.2 on CPU; "
