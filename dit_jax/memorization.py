@@ -118,6 +118,25 @@ def gmm_params(info):
           jnp.asarray(g["weights"], jnp.float32))
 
 
+def stratified_draws(sched, x0, key, buckets):
+  """Each example noised once in each of `buckets` equal slices of the schedule (small
+  t first): x0, t, noise and bucket index, (N * buckets, ...)."""
+  n, b = len(x0), buckets
+  ku, kn = jax.random.split(key)
+  u = (jnp.arange(b)[None, :] + jax.random.uniform(ku, (n, b))) / b
+  x0_NB = jnp.repeat(jnp.asarray(x0)[:, None], b, axis=1)
+  return {"x0": x0_NB.reshape(n * b, *x0.shape[1:]),
+          "t": sched.from_unit(u).reshape(-1),
+          "noise": jax.random.normal(kn, (n * b, *x0.shape[1:])),
+          "bucket": jnp.tile(jnp.arange(b), n)}
+
+
+def bucket_mean(per, bucket, buckets):
+  """Mean of per-draw values in each bucket, (buckets,)."""
+  sums = jax.ops.segment_sum(per, bucket, buckets)
+  return sums / jax.ops.segment_sum(jnp.ones_like(per), bucket, buckets)
+
+
 class GapTracker:
   """Fixed probes, fixed noise, B time buckets: the model's place between scores.
 
@@ -132,8 +151,9 @@ class GapTracker:
     self.sched, self.buckets, self.weighting = sched, buckets, weighting
     self.mesh = mesh or sharding.make_mesh()
     key = jax.random.PRNGKey(seed)
-    self.train = self._draws(dataset.train_x[:probe], jax.random.fold_in(key, 0))
-    self.held = self._draws(dataset.select_x[:probe], jax.random.fold_in(key, 1))
+    draws = lambda x0, i: stratified_draws(sched, x0, jax.random.fold_in(key, i), buckets)
+    self.train = draws(dataset.train_x[:probe], 0)
+    self.held = draws(dataset.select_x[:probe], 1)
     train = dataset.train_x
     if isinstance(train, np.ndarray):
       train = jnp.asarray(train.reshape(len(train), -1))
@@ -153,16 +173,6 @@ class GapTracker:
     self._jitted = {}
     self._placed = None
 
-  def _draws(self, x0, key):
-    n, b = len(x0), self.buckets
-    ku, kn = jax.random.split(key)
-    u = (jnp.arange(b)[None, :] + jax.random.uniform(ku, (n, b))) / b
-    x0_NB = jnp.repeat(jnp.asarray(x0)[:, None], b, axis=1)
-    return {"x0": x0_NB.reshape(n * b, *x0.shape[1:]),
-            "t": self.sched.from_unit(u).reshape(-1),
-            "noise": jax.random.normal(kn, (n * b, *x0.shape[1:])),
-            "bucket": jnp.tile(jnp.arange(b), n)}
-
   def _flat_eps(self, x, t, fn):
     a, s = self.sched.alpha_sigma(t)
     return fn(x.reshape(len(x), -1), a, s).reshape(x.shape)
@@ -177,9 +187,7 @@ class GapTracker:
       x_t = a[:, None, None, None] * draws["x0"] + s[:, None, None, None] * draws["noise"]
       per = jnp.mean(jnp.square(eps_fn(x_t, draws["t"]) - target(x_t, draws["t"])), (1, 2, 3))
       per = per / jnp.square(s) if self.weighting == "score" else per
-    sums = jax.ops.segment_sum(per, draws["bucket"], self.buckets)
-    counts = jax.ops.segment_sum(jnp.ones_like(per), draws["bucket"], self.buckets)
-    return sums / counts
+    return bucket_mean(per, draws["bucket"], self.buckets)
 
   def losses(self, eps_fn):
     """Bucket losses of any eps_fn(x, t) on both probes: (train_B, heldout_B)."""
@@ -254,17 +262,12 @@ class GroundTruthProbe:
   def __init__(self, sched, gmm, image_shape, probe=256, buckets=8, weighting="eps", seed=0):
     self.sched, self.gmm, self.buckets, self.weighting = sched, gmm, buckets, weighting
     x0 = gmm_draws(jax.random.PRNGKey(seed), probe, gmm, image_shape)
-    n, b = probe, buckets
-    ku, kn = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), 1))
-    u = (jnp.arange(b)[None, :] + jax.random.uniform(ku, (n, b))) / b
-    self.t = sched.from_unit(u).reshape(-1)
+    d = stratified_draws(sched, x0, jax.random.fold_in(jax.random.PRNGKey(seed), 1), buckets)
+    self.t, self.bucket = d["t"], d["bucket"]
     a, s = sched.alpha_sigma(self.t)
-    noise = jax.random.normal(kn, (n * b, *image_shape))
-    x0 = jnp.repeat(x0[:, None], b, axis=1).reshape(n * b, *image_shape)
-    self.x_t = a[:, None, None, None] * x0 + s[:, None, None, None] * noise
-    self.bucket = jnp.tile(jnp.arange(b), n)
+    self.x_t = a[:, None, None, None] * d["x0"] + s[:, None, None, None] * d["noise"]
     self.target = self.gt_eps(self.x_t, self.t)
-    self.gt_loss = self._per_bucket(jnp.mean(jnp.square(self.target - noise), (1, 2, 3)))
+    self.gt_loss = self._per_bucket(jnp.mean(jnp.square(self.target - d["noise"]), (1, 2, 3)))
 
   def gt_eps(self, x, t):
     a, s = self.sched.alpha_sigma(t)
@@ -273,8 +276,7 @@ class GroundTruthProbe:
   def _per_bucket(self, per):
     if self.weighting == "score":
       per = per / jnp.square(self.sched.alpha_sigma(self.t)[1])
-    sums = jax.ops.segment_sum(per, self.bucket, self.buckets)
-    return sums / jax.ops.segment_sum(jnp.ones_like(per), self.bucket, self.buckets)
+    return bucket_mean(per, self.bucket, self.buckets)
 
   def excess(self, eps_fn):
     """(B,) per-bucket mean of ||eps_fn(x_t, t) - eps_gt(x_t, t)||^2 over the probe."""
