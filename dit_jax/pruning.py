@@ -221,9 +221,8 @@ def capacity_search(config, setup, state, dataset, mesh, step, scores):
   ref = path[0]
 
   def over_reference(rec):
-    if fit == "gt":
-      return (gt_loss + rec["gt_excess_t"]).sum() / max((gt_loss + ref["gt_excess_t"]).sum(),
-                                                         1e-12)
+    if fit == "gt":  # the probe's loss, the true score's plus the excess, over the reference's
+      return rec["heldout_loss"] / max(ref["heldout_loss"], 1e-12)
     cand, base, rec["buckets"] = _generalizing_loss(rec, (ref["heldout_t"], ref["train_t"]))
     return cand / max(base, 1e-12)
 

@@ -71,7 +71,7 @@ def rerun_lines(rows, earlier, keys=("mem_ratio", "fd", "precision", "recall", "
 def tracker_rows(rows, earlier, min_steps=3):
   """Base-run rows for the tracker comparison: a seed's whole series from this study
   where it evaluated its base run at `min_steps` steps or more, else from `earlier`;
-  never a series mixed from two runs."""
+  never a series mixed from two runs. Returns (rows, the seeds taken from `earlier`)."""
   def series(rs):
     out = {}
     for r in rs:
@@ -79,11 +79,15 @@ def tracker_rows(rows, earlier, min_steps=3):
         out.setdefault(r["seed"], []).append(r)
     return out
   now, before = series(rows), series(earlier)
-  out = []
+  out, old = [], []
   for seed in sorted(set(now) | set(before)):
     mine = now.get(seed, [])
-    out += mine if len(mine) >= min_steps else before.get(seed, mine)
-  return out
+    if len(mine) >= min_steps or seed not in before:
+      out += mine
+    else:
+      out += before[seed]
+      old.append(seed)
+  return out, old
 
 
 def seeds_of(rows, method, budget=None):

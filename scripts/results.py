@@ -51,13 +51,12 @@ def _study(spec, name, study):
   png = sweep.plot(rows, os.path.join(spec.out, "results", f"{name}_durability.png"))
   out += ["### Durability: mem_ratio over fine-tuning", "",
           f"![durability]({os.path.relpath(png, spec.out)})", ""]
-  trows = results.tracker_rows(rows, earlier)
+  trows, old = results.tracker_rows(rows, earlier)
   track = results.tracker_vs_memorization(trows)
   png = results.tracker_plot(track, os.path.join(spec.out, "results", f"{name}_tracker.png"),
                              f"{name}: base runs")
   out += ["### Does the tracker predict memorization? (base runs)", "",
           f"![tracker]({os.path.relpath(png, spec.out)})", ""] + results.tracker_lines(track)
-  old = sorted({r["seed"] for r in trows} - {r["seed"] for r in trows if r in rows})
   if old:
     out.append(f"- seeds {'+'.join(map(str, old))}: the earlier run's base series (this "
                "study's reruns of them were evaluated at one step only).")

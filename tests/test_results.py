@@ -72,7 +72,8 @@ def test_a_rerun_is_compared_with_the_earlier_run_and_never_mixed_into_it():
   # the tracker takes a seed's whole base series from one run: seed 0's rerun has a
   # single evaluated step, so its series comes from the earlier run
   short = [r for r in now if not (r["method"] == "base" and r["seed"] == 0 and r["step"] < 4000)]
-  rows = results.tracker_rows(short, moved)
+  rows, old = results.tracker_rows(short, moved)
+  assert old == [0]
   assert sorted(r["step"] for r in rows if r["seed"] == 0) == [1000, 2000, 3000, 4000]
   assert all(r in moved for r in rows if r["seed"] == 0)
   assert all(r in short for r in rows if r["seed"] == 1)
