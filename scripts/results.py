@@ -85,6 +85,7 @@ def _capacity(spec, name, cap):
   widths = sorted({w for _, w in cells})
   top = max(n for n, _ in cells)
   excess = cap.get("oracle", "excess") == "excess"
+  star = "W*" if excess else "W"  # the ground-truth capacity, or its proxy
   key = results.EXCESS if excess else results.HELDOUT
   out = [f"## {cap['title']}", "", "Made by (workdirs relative to `root`):", "", "```"]
   out += list(cap["commands"]) + ["```", "", cap["notes"], ""]
@@ -101,9 +102,10 @@ def _capacity(spec, name, cap):
   png = results.grid_plot(cells, os.path.join(spec.out, "results", f"{name}_grid.png"),
                           cap["data"], key, label)
   out += [f"![{name} grid]({os.path.relpath(png, spec.out)})", ""]
-  stars = {tol: results.w_star(cells, tol, key=key) for tol in spec.capacity_tols}
+  tols, tol = cap.get("tols", spec.capacity_tols), cap.get("tol", spec.capacity_tol)
+  stars = {t: results.w_star(cells, t, key=key) for t in tols}
   if excess:
-    loss_stars = {t: results.w_star(cells, t, key=results.HELDOUT) for t in spec.capacity_tols}
+    loss_stars = {t: results.w_star(cells, t, key=results.HELDOUT) for t in tols}
     out += ["### The ground-truth capacity W*", "",
             f"At n = {top} (standing in for the density): the smallest width whose held-out "
             "excess over gt_loss is within (1 + tol) of the full width's: " +
@@ -116,18 +118,24 @@ def _capacity(spec, name, cap):
             "smallest width whose held-out loss is within (1 + tol) of the full width's, "
             "where widening stops improving it: " +
             ", ".join(f"W({t:g}) = {w:g}" for t, w in stars.items()) + ".", ""]
+  if cap.get("earlier"):  # the same cells from a shorter, earlier run: shown, never merged
+    before = results.grid_cells(_rows(spec, f"{name}_grid", cap["earlier"], "earlier"))
+    out += [f"### {cap['earlier_title']}", "",
+            f"Rows: `{spec.out}/results/{name}_grid_earlier.csv`.", "",
+            results.grid_table(before, key), "", "Read off these rows the same way: " + ", ".join(
+                f"{star}({t:g}) = {results.w_star(before, t, key=key):g}" for t in tols) + ".",
+            ""]
   onset = results.memorization_onset(cells)
   out += ["Memorization onset (the smallest width with mem_ratio >= 0.1) per n: " +
           ", ".join(f"n={n}: {'none' if w is None else f'{w:g}'}" for n, w in onset.items()) +
           ".", ""]
-  target = stars[spec.capacity_tol]
+  target = stars[tol]
   budget = cap.get("budget", "cap")
   keep = lambda r: r["budget"] == budget or r["method"] == sweep.CONTROL
   steps = [r for r in _rows(spec, f"{name}_search", cap["search"]) if keep(r)]
   points = [r for r in _points(spec, f"{name}_search", cap["search"]) if keep(r)]
   found = results.search_lines(points, widths, target)
-  star = "W*" if excess else "W"
-  out += [f"### The capacity search against {star}({spec.capacity_tol:g}) = {target:g}", "",
+  out += [f"### The capacity search against {star}({tol:g}) = {target:g}", "",
           "| seed | heads kept | MLP units kept | kept heads | kept MLP | grid steps from "
           f"{star} (heads / MLP) |", "|---|---|---|---|---|---|"]
   for f in found:

@@ -102,7 +102,8 @@ def _results_documents(tmp_path, spec_lines):
       "def get_config(arg=None):\n"
       "  a = configlib.parse_arg(arg, root='', from_csv=False, out='')\n"
       "  c = configlib.ml_collections.ConfigDict()\n"
-      "  c.from_csv, c.machine, c.code, c.root, c.out = a.from_csv, 'a test', 'this', a.root, a.out\n"
+      "  c.from_csv, c.machine, c.code = a.from_csv, 'a test', 'this'\n"
+      "  c.root, c.out = a.root, a.out\n"
       + "".join(f"  {line}\n" for line in spec_lines) + "  return c\n")
   out = tmp_path / "docs"
   for arg in (f"root={tmp_path},out={out}", f"from_csv,out={out}"):
@@ -181,6 +182,7 @@ def test_capacity_section_without_a_known_density(tmp_path):
   has no per-bucket excess, and quality is judged by fd."""
   grid = [{k: v for k, v in r.items() if "excess" not in k} for r in _grid_rows()]
   _write(tmp_path, "g", grid)
+  _write(tmp_path, "g0", [dict(r, **{results.HELDOUT: 0.3}) for r in grid])  # flat: W = 1/8
   steps, points = _search_rows()
   _write(tmp_path, "s", steps)
   _write(tmp_path, "s", points, sweep.COLUMNS, "sweep.csv")
@@ -189,7 +191,8 @@ def test_capacity_section_without_a_known_density(tmp_path):
       "c.studies = {}",
       "c.explore = dict(workdirs=('s',), earlier=(), commands=('cmd',), title='Ideas')",
       "c.capacity = {'cap_digits': dict(grid=('g',), search=('s',), fts=(500,), data='digits', "
-      "oracle='heldout', commands=('cmd',), title='Digits capacity', notes='fake')}",
+      "oracle='heldout', commands=('cmd',), title='Digits capacity', notes='fake', "
+      "earlier=('g0',), earlier_title='Shorter')}",
       "c.capacity_tols, c.capacity_tol = (0.05, 0.08), 0.08")):
     # held-out loss 0.28 + excess: within 8% of the full width's 0.30 down to 0.25
     assert "W(0.05) = 0.5, W(0.08) = 0.25" in text
@@ -198,4 +201,5 @@ def test_capacity_section_without_a_known_density(tmp_path):
     assert "mem_ratio vs the control: -0.3" in text and "3 of 3 seeds within one grid step" in text
     assert "fd vs random at the same width" in text and "**Target met**." in text
     assert "excess over the true score" not in text  # no density, no excess table
-    assert (res / "cap_digits_grid.png").exists()
+    assert "### Shorter" in text and "the same way: W(0.05) = 0.125, W(0.08) = 0.125." in text
+    assert (res / "cap_digits_grid.png").exists() and (res / "cap_digits_grid_earlier.csv").exists()
