@@ -135,13 +135,18 @@ def _capacity(spec, name, cap):
   steps = [r for r in _rows(spec, f"{name}_search", cap["search"]) if keep(r)]
   points = [r for r in _points(spec, f"{name}_search", cap["search"]) if keep(r)]
   found = results.search_lines(points, widths, target)
+  # grid steps from W at every printed tolerance (the verdict judges the one at `tol`)
+  others = [(t, results.search_lines(points, widths, w)) for t, w in stars.items()]
   out += [f"### The capacity search against {star}({tol:g}) = {target:g}", "",
-          "| seed | heads kept | MLP units kept | kept heads | kept MLP | grid steps from "
-          f"{star} (heads / MLP) |", "|---|---|---|---|---|---|"]
-  for f in found:
+          "Grid steps from W (heads / MLP) at each tolerance.", "",
+          "| seed | heads kept | MLP units kept | kept heads | kept MLP | " +
+          " | ".join(f"{star}({t:g}) = {stars[t]:g}" for t, _ in others) + " |",
+          "|---" * (5 + len(others)) + "|"]
+  for i, f in enumerate(found):
     out.append(f"| {f['seed']} | {'+'.join(map(str, f['heads']))} | "
-               f"{'+'.join(map(str, f['mlp']))} | {f['kept_heads']:.3f} | {f['kept_mlp']:.3f} | "
-               f"{f['steps_heads']} / {f['steps_mlp']} |")
+               f"{'+'.join(map(str, f['mlp']))} | {f['kept_heads']:.3f} | {f['kept_mlp']:.3f} | " +
+               " | ".join(f"{o[i]['steps_heads']} / {o[i]['steps_mlp']}" for _, o in others) +
+               " |")
   for ft in cap["fts"]:
     out += ["", f"### The chosen width against the control and `random` at the same width, "
             f"{ft} fine-tuning steps after the prune", "",

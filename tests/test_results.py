@@ -197,7 +197,7 @@ def test_capacity_section_without_a_known_density(tmp_path):
     # held-out loss 0.28 + excess: within 8% of the full width's 0.30 down to 0.25
     assert "W(0.05) = 0.5, W(0.08) = 0.25" in text
     assert "### The capacity search against W(0.08) = 0.25" in text
-    assert "| 0 | 2+2 | 256+256 | 0.500 | 0.500 | 1 / 1 |" in text
+    assert "| 0 | 2+2 | 256+256 | 0.500 | 0.500 | 0 / 0 | 1 / 1 |" in text  # W(0.05), W(0.08)
     assert "mem_ratio vs the control: -0.3" in text and "3 of 3 seeds within one grid step" in text
     assert "fd vs random at the same width" in text and "**Target met**." in text
     assert "excess over the true score" not in text  # no density, no excess table
