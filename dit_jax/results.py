@@ -371,11 +371,15 @@ def grid_plot(cells, path, title, key=EXCESS, label="held-out excess over gt_los
     axes[2].set(xlabel="t-bucket (small t first)", ylabel="excess over gt_loss",
                 title=f"{title}: n = {top}", yscale="log")
   else:
-    for n in ns:
+    for n in ns:  # relative to the full width's, so that every n shows on one axis
       ws = [w for w in widths if key in cells.get((n, w), {})]
-      axes[2].plot(ws, [cells[(n, w)][key] for w in ws], "o-", label=f"n = {n}")
-    axes[2].set(xlabel="width", ylabel=label, title=f"{title}: {label} over width",
-                xscale="log")
+      full = cells[(n, max(ws))][key]
+      axes[2].plot(ws, [cells[(n, w)][key] / full for w in ws], "o-", label=f"n = {n}")
+    axes[2].axhline(1.0, color="k", lw=0.5)
+    axes[2].set(xlabel="width", ylabel="over the full width's", xscale="log",
+                title=f"{title}: {label.replace(' (log)', '').replace(', log', '')}")
+    axes[2].set_xticks(widths, [f"{w:g}" for w in widths])
+    axes[2].minorticks_off()
   axes[2].legend(fontsize=7)
   return report.save_figure(fig, path)
 
@@ -402,7 +406,8 @@ def search_lines(points, widths, target):
   return out
 
 
-def capacity_verdict(rows, found, ft, budget="cap", quality=("nll", "fd", "precision")):
+def capacity_verdict(rows, found, ft, budget="cap", quality=("nll", "fd", "precision"),
+                     star="W*"):
   """The issue's target for the capacity search, in sentences: within one grid step of
   W* (each axis), mem_ratio below the control's (paired interval below zero), quality
   (nll where measured, else fd) inside the control's interval; and how each compares
@@ -410,7 +415,7 @@ def capacity_verdict(rows, found, ft, budget="cap", quality=("nll", "fd", "preci
   out = []
   if found:
     near = sum(1 for f in found if max(f["steps_heads"], f["steps_mlp"]) <= 1)
-    out.append(f"- width: {near} of {len(found)} seeds within one grid step of W* on both "
+    out.append(f"- width: {near} of {len(found)} seeds within one grid step of {star} on both "
                "axes (" + ", ".join(f"seed {f['seed']}: {f['steps_heads']} / {f['steps_mlp']}"
                                     for f in found) + " steps, heads / MLP).")
   recs = {(r["budget"], r["method"]): r for r in sweep.comparisons(rows, ft)}
@@ -427,7 +432,7 @@ def capacity_verdict(rows, found, ft, budget="cap", quality=("nll", "fd", "preci
                    f"({stats.verdict(mean, half, better)}, {n} seeds).")
   misses = []
   if found and any(max(f["steps_heads"], f["steps_mlp"]) > 1 for f in found):
-    misses.append("width more than one grid step from W* on some seed")
+    misses.append(f"width more than one grid step from {star} on some seed")
   mean, half, _ = rec.get("mem_ratio-control", (math.nan, math.nan, 0))
   if not (math.isfinite(half) and mean + half < 0):
     misses.append("mem_ratio not below the control's with the interval excluding zero")

@@ -152,7 +152,7 @@ def _capacity(spec, name, cap):
             f"{ft} fine-tuning steps after the prune", "",
             "Mean ± 95% t-interval over seeds; differences paired per seed.", "",
             results.table(steps, ft, METRICS), "", f"Verdict at +{ft}:", ""]
-    out += results.capacity_verdict(steps, found, ft, budget)
+    out += results.capacity_verdict(steps, found, ft, budget, star=star)
   return out + [""]
 
 
