@@ -73,6 +73,23 @@ def test_prune_sweep_points():
     sweep.get_sweep("budgets=h30")
 
 
+def test_capacity_grid_points():
+  import os
+  path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "sweeps",
+                      "capacity_grid.py")
+  grid = configlib.load_config_file(path)
+  points = grid.get_sweep("data=digits,widths=1+0.25,seed0=3,seeds=2")
+  # digits' default ns: 32 and every image the select and test splits leave
+  assert [p["name"] for p in points] == [f"n{n}-w{w}-s{s}" for s in (3, 4) for n in (32, 1041)
+                                         for w in ("1", "0.25")]
+  narrow = points[1]["overrides"]
+  assert narrow["seed"] == 3 and narrow["model.heads"] == (1,) * 4
+  assert narrow["model.mlp"] == (128,) * 4  # a quarter of 512, a multiple of 8
+  config = grid.get_config("data=gmm")
+  config_check.validate(config_check.finalize(config))
+  assert config.model.head_dim * 4 == (config.model.hidden or 128)
+
+
 def test_bad_prune_fields():
   from configs import default
   for field, value, match in [("t_beta", (0.8,), "t_beta"), ("method", "taylor", "method"),

@@ -9,7 +9,7 @@ same probe (memo_ema/gt_excess_t*).
   python scripts/sweep.py --config configs/sweeps/capacity_grid.py:data=digits --workdir runs/grid_digits
   python scripts/sweep.py --config configs/sweeps/capacity_grid.py:runlocal --workdir /tmp/grid
 Arguments (`+` joins lists): data, ns, widths (fractions of the full model's units),
-seeds, steps, num (samples per evaluation).
+seeds (how many, from seed0), steps, num (samples per evaluation).
 The ground-truth capacity W*(tol) is read off the largest n (scripts/results.py, the
 capacity section of docs/RESULTS.md): the smallest width whose held-out excess over the
 true score's loss is within (1 + tol) of the full width's. The grid in RESULTS.md ran as
@@ -28,7 +28,7 @@ FULL_HEADS = 4  # the heads of a tiny block
 
 
 def _arg(arg):
-  return configlib.parse_arg(arg, data="gmm", ns="", widths="1+0.75+0.5+0.25+0.125", seeds=1,
+  return configlib.parse_arg(arg, data="gmm", ns="", widths="1+0.75+0.5+0.25+0.125", seeds=1, seed0=0,
                              steps=6000, num=1000)
 
 
@@ -70,7 +70,7 @@ def get_sweep(arg=None):
   if a.runlocal:
     ns, widths = [32, 64], widths[:2]
   points = []
-  for seed in range(a.seeds):
+  for seed in range(a.seed0, a.seed0 + a.seeds):
     for n in ns:
       for w in widths:
         heads, mlp = shape(w, depth, full_mlp)
