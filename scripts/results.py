@@ -89,6 +89,11 @@ def _capacity(spec, name, cap):
   key = results.EXCESS if excess else results.HELDOUT
   out = [f"## {cap['title']}", "", "Made by (workdirs relative to `root`):", "", "```"]
   out += list(cap["commands"]) + ["```", "", cap["notes"], ""]
+  per_n = {}
+  for (n, _), c in sorted(cells.items()):
+    per_n.setdefault(n, set()).add(c["seeds"])
+  out += ["Seeds per cell, by n: " + ", ".join(
+      f"n={n}: {'/'.join(map(str, sorted(k)))}" for n, k in per_n.items()) + ".", ""]
   tables = [("mem_ratio", "mem_ratio (1,000 samples)"), ("nll", "nll of the samples"),
             (results.EXCESS, "held-out loss's excess over the true score's (EMA)"),
             (results.HELDOUT, "held-out loss (EMA)"), ("fd", "fd"), ("precision", "precision"),

@@ -201,5 +201,6 @@ def test_capacity_section_without_a_known_density(tmp_path):
     assert "mem_ratio vs the control: -0.3" in text and "3 of 3 seeds within one grid step" in text
     assert "fd vs random at the same width" in text and "**Target met**." in text
     assert "excess over the true score" not in text  # no density, no excess table
+    assert "Seeds per cell, by n: n=32: 1, n=128: 1, n=16384: 1." in text
     assert "### Shorter" in text and "the same way: W(0.05) = 0.125, W(0.08) = 0.125." in text
     assert (res / "cap_digits_grid.png").exists() and (res / "cap_digits_grid_earlier.csv").exists()

@@ -79,40 +79,51 @@ def get_config(arg=None):
       "methods=random+select_taylor+specific+contrast_smallt+head_grad,scratch=,short="
       " --workdir explore_digits2  (its base-s100 and original-s100 copied from explore_digits)"),
       title="ideas tried on one exploration seed (digits, seed 100)")
-  grid = "python scripts/sweep.py --config configs/sweeps/capacity_grid.py:data=gmm,"
+  grid = "python scripts/sweep.py --config configs/sweeps/capacity_grid.py:data=gmm,steps=6000,"
   gmm_cap = dict(
-      grid=("grid_gmm_a", "grid_gmm_b", "grid_gmm_c", "grid_gmm_d"), search=("cap_gmm",),
-      fts=(500,), data="gmm", oracle="excess",
-      commands=(f"{grid}ns=16384+2048,steps=3000 --workdir grid_gmm_a",
-                f"{grid}ns=32+128,steps=6000 --workdir grid_gmm_b",
-                f"{grid}ns=512,widths=1+0.75+0.5,steps=6000 --workdir grid_gmm_c",
-                f"{grid}ns=512,widths=0.25+0.125,steps=6000 --workdir grid_gmm_d",
+      grid=tuple(f"grid_gmm_{x}" for x in "bcdefghij"), search=("cap_gmm",),
+      earlier=("grid_gmm_a",), fts=(500,), data="gmm", oracle="excess",
+      earlier_title="The large-n rows trained 3,000 steps (their first run, for comparison)",
+      commands=(f"{grid}ns=32+128 --workdir grid_gmm_b",
+                f"{grid}ns=512,widths=1+0.75+0.5 --workdir grid_gmm_c",
+                f"{grid}ns=512,widths=0.25+0.125 --workdir grid_gmm_d",
+                f"{grid}ns=16384,widths=1+0.5+0.125 --workdir grid_gmm_e",
+                f"{grid}ns=16384,widths=0.75+0.25 --workdir grid_gmm_f",
+                f"{grid}ns=2048,widths=0.75+0.25 --workdir grid_gmm_g",
+                f"{grid}ns=2048,widths=1+0.5+0.125 --workdir grid_gmm_h",
+                f"{grid}ns=16384,widths=1+0.5+0.125,seed0=1 --workdir grid_gmm_i",
+                f"{grid}ns=16384,widths=0.75+0.25,seed0=1 --workdir grid_gmm_j",
                 f"{_SWEEP}data=gmm,at=6000,base_evals=,ft=500,evals=500,budgets=cap,"
-                "methods=random,scratch=,seeds=3 --workdir cap_gmm"),
+                "methods=random,scratch=,seeds=3 --workdir cap_gmm",
+                "# the earlier rows: ...capacity_grid.py:data=gmm,ns=16384+2048,steps=3000 "
+                "--workdir grid_gmm_a"),
       title="Capacity the ground-truth score needs (gmm, K=8, d=64)",
-      notes=("Each grid cell trains `tiny/2` from scratch with a fraction of its heads and "
-             "MLP units per block (head size and hidden size fixed; one head at least), one "
-             "seed. The large-n rows trained 3,000 steps, the small-n rows 6,000 (memorization "
-             "at n=32 sets in between 3,000 and 6,000 steps): the session's two cores did not "
-             "allow 6,000 everywhere, so W* is measured on models still improving, and the "
-             "excess at n=16384 is an upper bound on what each width can reach. The search "
+      notes=("Each grid cell trains `tiny/2` from scratch, 6,000 steps, with a fraction of "
+             "its heads and MLP units per block (head size and hidden size fixed; one head "
+             "at least): one seed, two at n=16384 (the row W* is read from; a cell's numbers "
+             "are the mean over its seeds). The first run of the n=2048 and 16384 rows "
+             "trained 3,000 steps; it is kept below for comparison, not merged. The search "
              "starts from a memorizing base (n=32, 6,000 steps), cuts heads and then MLP "
              "units by `contrast` scores, fits each candidate 300 steps to the true score on "
              "draws of the density (capacity_fit=gt: no split is read) and keeps the smallest "
              "cut whose probe loss stays within 5% of the equally fitted unpruned model's; "
              "the chosen model, `random` at the same per-axis cut and the unpruned control "
              "are then fine-tuned 500 steps on the training set."))
-  grid = "python scripts/sweep.py --config configs/sweeps/capacity_grid.py:data=digits,"
+  grid = ("python scripts/sweep.py --config configs/sweeps/capacity_grid.py:data=digits,"
+          "steps=6000,")
   cap = (f"{_SWEEP}data=digits,at=8000,ft=2000,evals=0+250+500+1000+2000,budgets=cap,short=,"
          f"scratch=,methods=random,{_BASE_EVALS},seeds=1")
   digits_cap = dict(
-      grid=("grid_digits_a", "grid_digits_b"), search=("digits_s2", "digits_s4", "digits_add_s0"),
+      grid=tuple(f"grid_digits_{x}" for x in "abcd"),
+      search=("digits_s2", "digits_s4", "digits_add_s0"),
       fts=(500, 2000), data="digits", oracle="heldout",
       # the held-out loss includes the noise's irreducible part, so its tolerances are
       # tighter than the excess's; the search itself keeps cuts within 5% of it
       tols=(0.01, 0.02, 0.05), tol=0.05,
-      commands=(f"{grid}ns=1041,steps=6000 --workdir grid_digits_a",
-                f"{grid}ns=32,steps=6000 --workdir grid_digits_b",
+      commands=(f"{grid}ns=1041 --workdir grid_digits_a",
+                f"{grid}ns=32 --workdir grid_digits_b",
+                f"{grid}ns=1041,widths=1+0.5+0.125,seed0=1 --workdir grid_digits_c",
+                f"{grid}ns=1041,widths=0.75+0.25,seed0=1 --workdir grid_digits_d",
                 f"{cap},seed0=2 --workdir digits_s2",
                 f"{cap},seed0=4 --workdir digits_s4",
                 f"{cap},seed0=0 --workdir digits_add_s0",
@@ -120,10 +131,12 @@ def get_config(arg=None):
                 "study above"),
       title="Capacity on digits, without a known density: a proxy oracle",
       notes=("The same grid on digits at n=32 and n=1041 (every image the select (256) "
-             "and test (500) splits leave of the 1,797), 6,000 steps, one seed. No density "
+             "and test (500) splits leave of the 1,797), 6,000 steps; one seed at n=32, two at "
+             "n=1041 (the row the proxy is read from; cells are means over seeds). No density "
              "is known, so the proxy oracle is the width where the n=1041 model's held-out "
              "loss (on the select split) stops improving. The search (capacity_fit=select) "
-             "starts from the digits study's n=32 base runs (8,000 steps), fits each "
+             "starts from the digits study's n=32 base runs (8,000 steps), cuts by `contrast` "
+             "scores, fits each "
              "candidate 300 steps on half of the select split and judges it on the other "
              "half's held-out loss, summed over the t-buckets where the unpruned model "
              "generalizes; it assumes that loss measures the score (the select images are "
