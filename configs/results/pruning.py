@@ -83,6 +83,7 @@ def get_config(arg=None):
   gmm_cap = dict(
       grid=tuple(f"grid_gmm_{x}" for x in "bcdefghij"), search=("cap_gmm",),
       earlier=("grid_gmm_a",), fts=(500,), data="gmm", oracle="excess",
+      tols=(0.05, 0.1, 0.25, 0.5),  # the W*(5%), and wider ones for its shape
       earlier_title="The large-n rows trained 3,000 steps (their first run, for comparison)",
       commands=(f"{grid}ns=32+128 --workdir grid_gmm_b",
                 f"{grid}ns=512,widths=1+0.75+0.5 --workdir grid_gmm_c",

@@ -11,10 +11,10 @@ same probe (memo_ema/gt_excess_t*).
 Arguments (`+` joins lists): data, ns, widths (fractions of the full model's units),
 seeds (how many, from seed0), steps, num (samples per evaluation).
 The ground-truth capacity W*(tol) is read off the largest n (scripts/results.py, the
-capacity section of docs/RESULTS.md): the smallest width whose held-out excess over the
-true score's loss is within (1 + tol) of the full width's. The grid in RESULTS.md ran as
-  ...:data=gmm,ns=16384+2048,steps=3000   and   ...:data=gmm,ns=32+128+512,steps=6000
-(one per core, n=512 split by widths; the digits grid did not fit in that session).
+capacity sections of docs/RESULTS.md): the smallest width whose held-out excess over the
+true score's loss is within (1 + tol) of the full width's; on digits, with no density,
+the proxy is the same reading of the held-out loss itself. RESULTS.md lists the commands
+its grids ran as (split by n, widths and seed0 into one sweep per core).
 """
 import os
 
