@@ -143,7 +143,7 @@ def _capacity(spec, name, cap):
   # grid steps from W at every printed tolerance (the verdict judges the one at `tol`)
   others = [(t, results.search_lines(points, widths, w)) for t, w in stars.items()]
   out += [f"### The capacity search against {star}({tol:g}) = {target:g}", "",
-          "Grid steps from W (heads / MLP) at each tolerance.", "",
+          f"Grid steps from {star} (heads / MLP) at each tolerance.", "",
           "| seed | heads kept | MLP units kept | kept heads | kept MLP | " +
           " | ".join(f"{star}({t:g}) = {stars[t]:g}" for t, _ in others) + " |",
           "|---" * (5 + len(others)) + "|"]
