@@ -80,12 +80,8 @@ def _capacity(spec, name, cap):
   """A capacity grid, its oracle W* (or a proxy for it), and where the capacity search
   lands against it. cap["oracle"]: "excess" (the held-out excess over the true score's
   loss, known density) or "heldout" (the held-out loss itself, the proxy elsewhere)."""
-  grid = _rows(spec, f"{name}_grid", cap["grid"])
-  cells = results.grid_cells(grid)
-  widths = sorted({w for _, w in cells})
-  top = max(n for n, _ in cells)
+  cells = results.grid_cells(_rows(spec, f"{name}_grid", cap["grid"]))
   excess = cap.get("oracle", "excess") == "excess"
-  star = "W*" if excess else "W"  # the ground-truth capacity, or its proxy
   key = results.EXCESS if excess else results.HELDOUT
   out = [f"## {cap['title']}", "", "Made by (workdirs relative to `root`):", "", "```"]
   out += list(cap["commands"]) + ["```", "", cap["notes"], ""]
@@ -107,50 +103,64 @@ def _capacity(spec, name, cap):
   png = results.grid_plot(cells, os.path.join(spec.out, "results", f"{name}_grid.png"),
                           cap["data"], key, label)
   out += [f"![{name} grid]({os.path.relpath(png, spec.out)})", ""]
-  tols, tol = cap.get("tols", spec.capacity_tols), cap.get("tol", spec.capacity_tol)
+  stars, lines = _oracle(spec, name, cap, cells, key)
+  onset = results.memorization_onset(cells)
+  out += lines + ["Memorization onset (the smallest width with mem_ratio >= 0.1) per n: " +
+                  ", ".join(f"n={n}: {'none' if w is None else f'{w:g}'}"
+                            for n, w in onset.items()) + ".", ""]
+  return out + _search(spec, name, cap, sorted({w for _, w in cells}), stars,
+                       "W*" if excess else "W")
+
+
+def _oracle(spec, name, cap, cells, key):
+  """{tol: W(tol)} read off the grid's largest n, and the lines that say how."""
+  tols = cap.get("tols", spec.capacity_tols)
   stars = {t: results.w_star(cells, t, key=key) for t in tols}
-  if excess:
+  top = max(n for n, _ in cells)
+  if key == results.EXCESS:
     loss_stars = {t: results.w_star(cells, t, key=results.HELDOUT) for t in tols}
-    out += ["### The ground-truth capacity W*", "",
-            f"At n = {top} (standing in for the density): the smallest width whose held-out "
-            "excess over gt_loss is within (1 + tol) of the full width's: " +
-            ", ".join(f"W*({t:g}) = {w:g}" for t, w in stars.items()) + "; on the held-out "
-            "loss itself (the capacity search's yardstick): " +
-            ", ".join(f"{w:g} at tol {t:g}" for t, w in loss_stars.items()) + ".", ""]
+    out = ["### The ground-truth capacity W*", "",
+           f"At n = {top} (standing in for the density): the smallest width whose held-out "
+           "excess over gt_loss is within (1 + tol) of the full width's: " +
+           ", ".join(f"W*({t:g}) = {w:g}" for t, w in stars.items()) + "; on the held-out "
+           "loss itself (the capacity search's yardstick): " +
+           ", ".join(f"{w:g} at tol {t:g}" for t, w in loss_stars.items()) + ".", ""]
   else:
-    out += ["### The proxy oracle", "",
-            f"No density is known, so the proxy is read off the largest n ({top}): the "
-            "smallest width whose held-out loss is within (1 + tol) of the full width's, "
-            "where widening stops improving it: " +
-            ", ".join(f"W({t:g}) = {w:g}" for t, w in stars.items()) + ".", ""]
+    out = ["### The proxy oracle", "",
+           f"No density is known, so the proxy is read off the largest n ({top}): the "
+           "smallest width whose held-out loss is within (1 + tol) of the full width's, "
+           "where widening stops improving it: " +
+           ", ".join(f"W({t:g}) = {w:g}" for t, w in stars.items()) + ".", ""]
   if cap.get("earlier"):  # the same cells from a shorter, earlier run: shown, never merged
     before = results.grid_cells(_rows(spec, f"{name}_grid", cap["earlier"], "earlier"))
+    star = "W*" if key == results.EXCESS else "W"
     out += [f"### {cap['earlier_title']}", "",
             f"Rows: `{spec.out}/results/{name}_grid_earlier.csv`.", "",
             results.grid_table(before, key), "", "Read off these rows the same way: " + ", ".join(
                 f"{star}({t:g}) = {results.w_star(before, t, key=key):g}" for t in tols) + ".",
             ""]
-  onset = results.memorization_onset(cells)
-  out += ["Memorization onset (the smallest width with mem_ratio >= 0.1) per n: " +
-          ", ".join(f"n={n}: {'none' if w is None else f'{w:g}'}" for n, w in onset.items()) +
-          ".", ""]
-  target = stars[tol]
+  return stars, out
+
+
+def _search(spec, name, cap, widths, stars, star):
+  """The capacity search's widths against W at each tolerance, and the chosen model
+  against the control and random at its width, judged at cap's `tol`."""
+  tol = cap.get("tol", spec.capacity_tol)
   budget = cap.get("budget", "cap")
   keep = lambda r: r["budget"] == budget or r["method"] == sweep.CONTROL
   steps = [r for r in _rows(spec, f"{name}_search", cap["search"]) if keep(r)]
   points = [r for r in _points(spec, f"{name}_search", cap["search"]) if keep(r)]
-  found = results.search_lines(points, widths, target)
-  # grid steps from W at every printed tolerance (the verdict judges the one at `tol`)
-  others = [(t, results.search_lines(points, widths, w)) for t, w in stars.items()]
-  out += [f"### The capacity search against {star}({tol:g}) = {target:g}", "",
-          f"Grid steps from {star} (heads / MLP) at each tolerance.", "",
-          "| seed | heads kept | MLP units kept | kept heads | kept MLP | " +
-          " | ".join(f"{star}({t:g}) = {stars[t]:g}" for t, _ in others) + " |",
-          "|---" * (5 + len(others)) + "|"]
+  found = results.search_lines(points, widths, stars[tol])
+  others = [results.search_lines(points, widths, w) for w in stars.values()]
+  out = [f"### The capacity search against {star}({tol:g}) = {stars[tol]:g}", "",
+         f"Grid steps from {star} (heads / MLP) at each tolerance.", "",
+         "| seed | heads kept | MLP units kept | kept heads | kept MLP | " +
+         " | ".join(f"{star}({t:g}) = {w:g}" for t, w in stars.items()) + " |",
+         "|---" * (5 + len(stars)) + "|"]
   for i, f in enumerate(found):
     out.append(f"| {f['seed']} | {'+'.join(map(str, f['heads']))} | "
                f"{'+'.join(map(str, f['mlp']))} | {f['kept_heads']:.3f} | {f['kept_mlp']:.3f} | " +
-               " | ".join(f"{o[i]['steps_heads']} / {o[i]['steps_mlp']}" for _, o in others) +
+               " | ".join(f"{o[i]['steps_heads']} / {o[i]['steps_mlp']}" for o in others) +
                " |")
   for ft in cap["fts"]:
     out += ["", f"### The chosen width against the control and `random` at the same width, "
