@@ -81,6 +81,7 @@ def _capacity(spec, name, cap):
   lands against it. cap["oracle"]: "excess" (the held-out excess over the true score's
   loss, known density) or "heldout" (the held-out loss itself, the proxy elsewhere)."""
   cells = results.grid_cells(_rows(spec, f"{name}_grid", cap["grid"]))
+  _points(spec, f"{name}_grid", cap["grid"])  # the cells' sweep.csv rows, copied beside them
   excess = cap.get("oracle", "excess") == "excess"
   key = results.EXCESS if excess else results.HELDOUT
   out = [f"## {cap['title']}", "", "Made by (workdirs relative to `root`):", "", "```"]

@@ -182,6 +182,7 @@ def test_capacity_section_without_a_known_density(tmp_path):
   has no per-bucket excess, and quality is judged by fd."""
   grid = [{k: v for k, v in r.items() if "excess" not in k} for r in _grid_rows()]
   _write(tmp_path, "g", grid)
+  _write(tmp_path, "g", [r for r in grid if r["step"] == 3000], sweep.COLUMNS, "sweep.csv")
   _write(tmp_path, "g0", [dict(r, **{results.HELDOUT: 0.3}) for r in grid])  # flat: W = 1/8
   steps, points = _search_rows()
   _write(tmp_path, "s", steps)
@@ -204,3 +205,4 @@ def test_capacity_section_without_a_known_density(tmp_path):
     assert "Seeds per cell, by n: n=32: 1, n=128: 1, n=16384: 1." in text
     assert "### Shorter" in text and "the same way: W(0.05) = 0.125, W(0.08) = 0.125." in text
     assert (res / "cap_digits_grid.png").exists() and (res / "cap_digits_grid_earlier.csv").exists()
+    assert len(sweep.read_csv(str(res / "cap_digits_grid_points.csv"))) == 15
