@@ -93,11 +93,27 @@ def _start(point, pdir, workdir):
   shutil.copytree(src, workdir_lib.path(pdir, workdir_lib.CHECKPOINTS, str(step)))
 
 
+def _other_points(workdir, names):
+  """The csv rows an earlier command wrote for points this one does not list (a workdir
+  grown in parts, e.g. a budget added to finished seeds): kept, so that sweep.csv and
+  sweep_steps.csv hold every point of the workdir, not only the last command's."""
+  out = []
+  for file in ("sweep.csv", "sweep_steps.csv"):
+    path = os.path.join(workdir, file)
+    rows = read_csv(path) if os.path.exists(path) else []
+    out.append([r for r in rows if r["name"] not in names])
+  if out[0]:
+    log.info("sweep: keeping the rows of %d point(s) of %s this command does not list",
+             len(out[0]), workdir)
+  return out
+
+
 def run_sweep(config_path, workdir, overrides=None):
   """Runs every point of `path.py[:arg]`; finished points are read, not rerun.
 
   `overrides` (dotted keys) apply to the base config of every point. Returns
-  (rows, step_rows, summary markdown).
+  (rows, step_rows, summary markdown), with the rows of points an earlier command put
+  in this workdir first.
   """
   path, _, arg = config_path.partition(":")
   module = configlib.load_config_file(path)
@@ -106,7 +122,7 @@ def run_sweep(config_path, workdir, overrides=None):
   names = [p["name"] for p in points]
   if len(set(names)) != len(names):
     raise ConfigError(f"{path}: get_sweep() repeats point names; each needs its own workdir.")
-  rows, step_rows = [], []
+  rows, step_rows = _other_points(workdir, names)
   for i, point in enumerate(points):
     pdir = os.path.join(workdir, point["name"])
     config = point_config(base, point, workdir)

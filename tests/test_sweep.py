@@ -44,6 +44,13 @@ def test_sweep_compares_methods_at_equal_budget_and_resumes(tmp_path, data_dir):
   again, _, _ = sweep.run_sweep(spec, w, {"data.data_dir": data_dir})
   assert os.path.getmtime(os.path.join(w, "contrast@h20m50-s0", "eval.json")) == stamp
   assert [r["mem_ratio"] for r in again] == [r["mem_ratio"] for r in rows]
+  # a later command that lists fewer points keeps the others' rows in the csv files
+  fewer, _, _ = sweep.run_sweep(f"{SWEEP}:runlocal,budgets=h20m50,methods=random,scratch=", w,
+                                {"data.data_dir": data_dir})
+  assert sorted(r["name"] for r in fewer) == sorted(r["name"] for r in rows)
+  assert sorted(r["name"] for r in sweep.read_csv(os.path.join(w, "sweep.csv"))) == sorted(
+      r["name"] for r in rows)
+  assert len(sweep.read_csv(os.path.join(w, "sweep_steps.csv"))) == len(steps)
 
 
 def test_paired_intervals_and_verdicts():
