@@ -157,7 +157,12 @@ def get_config(arg=None):
             "the sweep's control argument and drops the needless control inside each "
             "point); between the two, commits changed float rounding (e.g. the attention "
             "logits' scaling), so a base run of the first session and its rerun agree "
-            "closely but not to the digit, and only points of one run pair")
+            "closely but not to the digit, and only points of one run pair. The capacity "
+            "sections: the gmm grid's small-n rows and search at 5dd1ccf and b07bad8, its "
+            "6,000-step large-n rows, the digits grid and the digits searches of seeds 0 and "
+            "4 at f7d3c07, the second seeds of the n=16384 and n=1041 rows at 17e3129; the "
+            "digits workdirs' csv rows were then rebuilt from their finished points (read, "
+            "not rerun) at the commit that keeps earlier commands' rows")
   c.root = a.root
   c.out = a.out
   return c
