@@ -342,7 +342,7 @@ def memorization_onset(cells, level=0.1):
   return out
 
 
-def grid_plot(cells, path, title, key=EXCESS, label="held-out excess over gt_loss (log)"):
+def grid_plot(cells, path, title, key=EXCESS, label="held-out excess over gt_loss"):
   """mem_ratio and `key` (the oracle's: the held-out excess over the true score's loss
   where the density is known, else the held-out loss) over (width, n); then the excess
   per t-bucket at the largest n where the grid has it, else `key` over width per n."""
@@ -350,7 +350,7 @@ def grid_plot(cells, path, title, key=EXCESS, label="held-out excess over gt_los
   widths = sorted({w for _, w in cells})
   fig, axes = report.new_figure(3, width=4.2)
   for ax, k, lab, norm in ((axes[0], "mem_ratio", "mem_ratio", None),
-                           (axes[1], key, label, matplotlib.colors.LogNorm())):
+                           (axes[1], key, f"{label} (log)", matplotlib.colors.LogNorm())):
     grid = np.array([[cells.get((n, w), {}).get(k, np.nan) for w in widths] for n in ns])
     im = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis", norm=norm)
     ax.set_xticks(range(len(widths)), [f"{w:g}" for w in widths])
@@ -377,7 +377,7 @@ def grid_plot(cells, path, title, key=EXCESS, label="held-out excess over gt_los
       axes[2].plot(ws, [cells[(n, w)][key] / full for w in ws], "o-", label=f"n = {n}")
     axes[2].axhline(1.0, color="k", lw=0.5)
     axes[2].set(xlabel="width", ylabel="over the full width's", xscale="log",
-                title=f"{title}: {label.replace(' (log)', '').replace(', log', '')}")
+                title=f"{title}: {label}")
     axes[2].set_xticks(widths, [f"{w:g}" for w in widths])
     axes[2].minorticks_off()
   axes[2].legend(fontsize=7)

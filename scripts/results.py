@@ -81,7 +81,8 @@ def _capacity(spec, name, cap):
   lands against it. cap["oracle"]: "excess" (the held-out excess over the true score's
   loss, known density) or "heldout" (the held-out loss itself, the proxy elsewhere)."""
   cells = results.grid_cells(_rows(spec, f"{name}_grid", cap["grid"]))
-  _points(spec, f"{name}_grid", cap["grid"])  # the cells' sweep.csv rows, copied beside them
+  if not spec.from_csv:  # the cells' sweep.csv rows, copied beside their step rows
+    _points(spec, f"{name}_grid", cap["grid"])
   excess = cap.get("oracle", "excess") == "excess"
   key = results.EXCESS if excess else results.HELDOUT
   out = [f"## {cap['title']}", "", "Made by (workdirs relative to `root`):", "", "```"]
@@ -100,20 +101,20 @@ def _capacity(spec, name, cap):
       digits = 4 if k == results.HELDOUT and not excess else 3
       out += [f"### {label}, by n (rows) and width (columns)", "",
               results.grid_table(cells, k, digits), ""]
-  label = "held-out excess over gt_loss (log)" if excess else "held-out loss (EMA, log)"
+  label = "held-out excess over gt_loss" if excess else "held-out loss (EMA)"
   png = results.grid_plot(cells, os.path.join(spec.out, "results", f"{name}_grid.png"),
                           cap["data"], key, label)
   out += [f"![{name} grid]({os.path.relpath(png, spec.out)})", ""]
-  stars, lines = _oracle(spec, name, cap, cells, key)
+  star = "W*" if excess else "W"  # the ground-truth capacity, or its proxy
+  stars, lines = _oracle(spec, name, cap, cells, key, star)
   onset = results.memorization_onset(cells)
   out += lines + ["Memorization onset (the smallest width with mem_ratio >= 0.1) per n: " +
                   ", ".join(f"n={n}: {'none' if w is None else f'{w:g}'}"
                             for n, w in onset.items()) + ".", ""]
-  return out + _search(spec, name, cap, sorted({w for _, w in cells}), stars,
-                       "W*" if excess else "W")
+  return out + _search(spec, name, cap, sorted({w for _, w in cells}), stars, star)
 
 
-def _oracle(spec, name, cap, cells, key):
+def _oracle(spec, name, cap, cells, key, star):
   """{tol: W(tol)} read off the grid's largest n, and the lines that say how."""
   tols = cap.get("tols", spec.capacity_tols)
   stars = {t: results.w_star(cells, t, key=key) for t in tols}
@@ -134,7 +135,6 @@ def _oracle(spec, name, cap, cells, key):
            ", ".join(f"W({t:g}) = {w:g}" for t, w in stars.items()) + ".", ""]
   if cap.get("earlier"):  # the same cells from a shorter, earlier run: shown, never merged
     before = results.grid_cells(_rows(spec, f"{name}_grid", cap["earlier"], "earlier"))
-    star = "W*" if key == results.EXCESS else "W"
     out += [f"### {cap['earlier_title']}", "",
             f"Rows: `{spec.out}/results/{name}_grid_earlier.csv`.", "",
             results.grid_table(before, key), "", "Read off these rows the same way: " + ", ".join(
@@ -151,8 +151,8 @@ def _search(spec, name, cap, widths, stars, star):
   keep = lambda r: r["budget"] == budget or r["method"] == sweep.CONTROL
   steps = [r for r in _rows(spec, f"{name}_search", cap["search"]) if keep(r)]
   points = [r for r in _points(spec, f"{name}_search", cap["search"]) if keep(r)]
-  found = results.search_lines(points, widths, stars[tol])
-  others = [results.search_lines(points, widths, w) for w in stars.values()]
+  by_tol = {t: results.search_lines(points, widths, w) for t, w in stars.items()}
+  found = by_tol[tol]
   out = [f"### The capacity search against {star}({tol:g}) = {stars[tol]:g}", "",
          f"Grid steps from {star} (heads / MLP) at each tolerance.", "",
          "| seed | heads kept | MLP units kept | kept heads | kept MLP | " +
@@ -161,7 +161,7 @@ def _search(spec, name, cap, widths, stars, star):
   for i, f in enumerate(found):
     out.append(f"| {f['seed']} | {'+'.join(map(str, f['heads']))} | "
                f"{'+'.join(map(str, f['mlp']))} | {f['kept_heads']:.3f} | {f['kept_mlp']:.3f} | " +
-               " | ".join(f"{o[i]['steps_heads']} / {o[i]['steps_mlp']}" for o in others) +
+               " | ".join(f"{o[i]['steps_heads']} / {o[i]['steps_mlp']}" for o in by_tol.values()) +
                " |")
   for ft in cap["fts"]:
     out += ["", f"### The chosen width against the control and `random` at the same width, "

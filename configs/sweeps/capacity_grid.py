@@ -28,8 +28,8 @@ FULL_HEADS = 4  # the heads of a tiny block
 
 
 def _arg(arg):
-  return configlib.parse_arg(arg, data="gmm", ns="", widths="1+0.75+0.5+0.25+0.125", seeds=1, seed0=0,
-                             steps=6000, num=1000)
+  return configlib.parse_arg(arg, data="gmm", ns="", widths="1+0.75+0.5+0.25+0.125", seeds=1,
+                             seed0=0, steps=6000, num=1000)
 
 
 def get_config(arg=None):
