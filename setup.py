@@ -23,6 +23,7 @@ setup(
         "matplotlib>=3.8,<4",
         "scikit-learn>=1.4,<2",
         "scipy>=1.11,<2",
+        "diffrax>=0.7,<0.8",  # the probability-flow ODE of the likelihood evaluation
         "pillow>=10,<14",
     ],
     # bench: bench/torch_vs_jax.py's PyTorch DiT only (pinned: the CPU wheel on disk);

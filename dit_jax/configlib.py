@@ -169,6 +169,13 @@ def base_config():
   # reference statistics are cached beside them in fid_stats/
   c.eval.fid_weights = "~/.cache/dit_jax/fid_inception_v3.npz"
   c.eval.fid_batch = 50  # images per Inception call (~11 GFLOP each at 299x299)
+  # the model's own likelihood (test_nll, train_nll, nll_gap) through the probability-flow
+  # ODE, on up to this many points of the test split and of the training set; 0: off
+  c.eval.nll_num = 1000
+  c.eval.nll_solver = "tsit5"  # diffrax solver: tsit5 | dopri5 | heun
+  c.eval.nll_rtol = 1e-3  # adaptive step tolerance (relative and absolute)
+  c.eval.nll_steps = 0  # > 0: that many fixed steps instead of adaptive ones
+  c.eval.nll_divergence = "hutchinson"  # hutchinson (one Rademacher probe) | exact (D JVPs)
 
   c.prune = ml_collections.ConfigDict()
   c.prune.at_step = -1  # step to prune at; < 0: no pruning
@@ -209,6 +216,7 @@ def make_runlocal(config):
   config.checkpoint.every = 10
   config.memo.every, config.memo.probe, config.memo.buckets = 10, 8, 4
   config.eval.num, config.eval.at_end, config.eval.feature_steps = 32, False, 50
+  config.eval.nll_num = 0  # the likelihood ODE compiles for ~10 s: tests that read it turn it on
   config.prune.eval_before = False
   config.sample.every = 0
   config.sample.num = 8

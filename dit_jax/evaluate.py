@@ -6,10 +6,12 @@ Reads the training split (memorization is nearness to it) and the test split
 import logging
 import os
 
+import jax
 import numpy as np
 
 from dit_jax import data as data_lib
 from dit_jax import fid as fid_lib
+from dit_jax import likelihood
 from dit_jax import memorization
 from dit_jax import report
 from dit_jax import sample_metrics
@@ -103,9 +105,9 @@ def evaluate(config, setup, params, dataset, num=512, seed=0, mesh=None):
          "sampler": f"{config.sample.method}-{config.sample.steps}"}
   gmm = memorization.gmm_params(dataset.info)
   if gmm is not None:
-    out["nll"] = sample_metrics.gmm_nll_per_dim(flat, *gmm)
-    out["nll_test_data"] = sample_metrics.gmm_nll_per_dim(
-        dataset.test_x.reshape(len(dataset.test_x), -1), *gmm)
+    out.update(density_quality(flat, dataset, gmm))
+  if config.eval.nll_num:
+    out.update(model_likelihood(config, setup, params, dataset, seed))
   features, space = _features(dataset, seed, config.eval.feature_steps)
   real, fake = features(dataset.test_x), features(samples)
   out["precision"], out["recall"] = map(float, sample_metrics.precision_recall(real, fake, k=3))
@@ -115,6 +117,37 @@ def evaluate(config, setup, params, dataset, num=512, seed=0, mesh=None):
   if fid_net is not None:
     out.update(fid_metrics(config, dataset, samples, fid_net))
   return out, {"samples": samples, "d1sq": d1, "d2sq": d2, "nn": nn}
+
+
+def density_quality(flat, dataset, gmm):
+  """Sample quality against a known density, in forms copying cannot win.
+
+  nll, the density's NLL of the samples, is lowest for samples piled on the
+  modes, which a memorizing model's are; fresh draws (the test split) score the
+  density's entropy H, so nll_excess = |nll - H| is 0 for a perfect model and
+  rises either way. energy_distance compares the samples with the test split
+  itself (0 for equal distributions; the Euclidean energy distance).
+  """
+  test = dataset.test_x.reshape(len(dataset.test_x), -1)
+  nll = sample_metrics.gmm_nll_per_dim(flat, *gmm)
+  entropy = sample_metrics.gmm_nll_per_dim(test, *gmm)
+  return {"nll": nll, "nll_test_data": entropy, "nll_excess": abs(nll - entropy),
+          "energy_distance": sample_metrics.energy_distance(flat, test)}
+
+
+def likelihood_points(dataset, num):
+  """Up to `num` points of the test split and of the training set, fixed per split."""
+  # a split read from disk (DiskRows) slices like an array and reads only those rows
+  return {"test": np.asarray(dataset.test_x[:num]), "train": np.asarray(dataset.train_x[:num])}
+
+
+def model_likelihood(config, setup, params, dataset, seed):
+  """test_nll, train_nll and nll_gap of the weights (likelihood.model_nll)."""
+  opts = likelihood.options_from_config(config.eval)
+  eps_fn = likelihood.model_eps(setup.arch, setup.sched, params)
+  key = jax.random.fold_in(jax.random.PRNGKey(seed), 7)
+  return likelihood.model_nll(eps_fn, setup.sched, likelihood_points(dataset, config.eval.nll_num),
+                              key, opts, dataset.info["value_range"])
 
 
 def write_report(workdir, sched, extras, dataset, prefix="", buckets=None):
@@ -154,8 +187,8 @@ def evaluate_workdir(workdir, num=None, seed=0, step=None):
 
 
 def format_summary(summary):
-  keys = ["step", "mem_ratio", "nll", "precision", "recall", "fd", "fid", "num_params",
-          "flops_per_image", "sample_images_per_sec"]
+  keys = ["step", "mem_ratio", "nll_gap", "test_nll", "nll", "energy_distance", "precision",
+          "recall", "fd", "fid", "num_params", "flops_per_image", "sample_images_per_sec"]
   return "  ".join(f"{k} {summary[k]:.4g}" if isinstance(summary[k], float) else f"{k} {summary[k]}"
                    for k in keys if k in summary)
 

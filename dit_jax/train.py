@@ -358,7 +358,8 @@ def _stop_now(run, step):
   return bool(np.any(flags))
 
 
-EVAL_METRICS = ("mem_ratio", "precision", "recall", "fd", "fid", "nll", "d_ratio_p50")
+EVAL_METRICS = ("mem_ratio", "precision", "recall", "fd", "fid", "nll", "d_ratio_p50",
+                "nll_excess", "energy_distance", "test_nll", "train_nll", "nll_gap")
 
 
 def _evaluate(run, name=None, top_level=True):
