@@ -144,10 +144,10 @@ def likelihood_points(dataset, num):
 def model_likelihood(config, setup, params, dataset, seed):
   """test_nll, train_nll and nll_gap of the weights (likelihood.model_nll)."""
   opts = likelihood.options_from_config(config.eval)
-  eps_fn = likelihood.model_eps(setup.arch, setup.sched, params)
   key = jax.random.fold_in(jax.random.PRNGKey(seed), 7)
-  return likelihood.model_nll(eps_fn, setup.sched, likelihood_points(dataset, config.eval.nll_num),
-                              key, opts, dataset.info["value_range"])
+  return likelihood.model_nll(likelihood.ModelEps(setup.arch, setup.sched), setup.sched,
+                              likelihood_points(dataset, config.eval.nll_num), key, opts,
+                              dataset.info["value_range"], params)
 
 
 def write_report(workdir, sched, extras, dataset, prefix="", buckets=None):

@@ -18,6 +18,7 @@ The divergence is Hutchinson's estimate z^T J z with one Rademacher z per point
 held fixed along the path, or the exact trace where D is small.
 """
 import dataclasses
+import functools
 import math
 
 import diffrax
@@ -97,8 +98,12 @@ def _divergence(f, x_BD, key, how):
   return out, jnp.sum(z * jz, -1)
 
 
-def _solve(eps_fn, sched, x_BD, key, opts):
-  """Per-point log p(x) in nats (the sum over the D dimensions), jitted by the caller."""
+@functools.partial(jax.jit, static_argnames=("eps_fn", "sched", "shape", "opts"))
+def _solve(eps_fn, sched, shape, opts, params, x_BD, key):
+  """Per-point log p(x) in nats (the sum over the D dimensions) and the step count.
+
+  params are an argument, not constants of the program: one compile serves every
+  checkpoint of an architecture (and the persistent cache every run)."""
   lam0, lam1 = lambda_range(sched)
   t_of = time_of_lambda(sched)
   b, d = x_BD.shape
@@ -109,7 +114,8 @@ def _solve(eps_fn, sched, x_BD, key, opts):
     a = jax.lax.rsqrt(1.0 + sigma * sigma)
     t = jnp.full((b,), t_of(lam))
     as_b = lambda v: jnp.full((b,), v)
-    f = lambda x: eps_fn(x, t, as_b(a), as_b(sigma * a))
+    f = lambda x: eps_fn(params, x.reshape((b,) + shape), t, as_b(a),
+                         as_b(sigma * a)).reshape(b, d)
     eps, div = _divergence(f, a * y, key, opts.divergence)
     return sigma * eps, sigma * a * div
 
@@ -130,38 +136,49 @@ def _solve(eps_fn, sched, x_BD, key, opts):
   return log_prior + d * math.log(a1 / a0) + div_integral, sol.stats["num_steps"]
 
 
-def model_eps(arch, sched, params, y=None):
-  """eps_fn(x, t, a, s) of a DiT for log_likelihood.
+@dataclasses.dataclass(frozen=True)
+class ModelEps:
+  """eps_fn(params, x, t, a, s) of a DiT for log_likelihood (hashable: a static jit
+  argument, so one compile serves every call with the same architecture).
 
   Built on a graph without the CPU cotangent fence: the fence is a custom_vjp,
   which forward-mode autodiff (the divergence's JVP) cannot pass, and it only
-  changes how the backward pass is fused, never a value.
+  changes how the backward pass is fused, never a value. Unconditional: a
+  class-conditional model is read with its null label.
   """
-  graphdef, _ = dit.abstract_model(arch, fence=False)
-  return lambda x, t, a, s: dit.apply(graphdef, params, x, sched.net_time(t), y)
+  arch: dit.Arch
+  sched: object
+
+  def __call__(self, params, x, t, a, s):
+    graphdef, _ = _fence_free_graph(self.arch)
+    return dit.apply(graphdef, params, x, self.sched.net_time(t))
 
 
-def log_likelihood(eps_fn, sched, x, key, opts=Options()):
+@functools.lru_cache(maxsize=8)
+def _fence_free_graph(arch):
+  return dit.abstract_model(arch, fence=False)
+
+
+def log_likelihood(eps_fn, sched, x, key, opts=Options(), params=()):
   """log p(x) per point in nats over all its dimensions, and the solver's step counts.
 
-  eps_fn(x, t, a, s) -> eps_hat, x shaped like the points (B, ...), t in schedule
-  time, a and s the (B,) signal and noise scales at t (closed-form scores read
-  them; a network reads t). Points go through in batches of opts.batch, each
-  with its own Rademacher probe.
+  eps_fn(params, x, t, a, s) -> eps_hat, hashable (a module-level function or a
+  frozen dataclass such as ModelEps); x shaped like the points (B, ...), t in
+  schedule time, a and s the (B,) signal and noise scales at t (closed-form
+  scores read them; a network reads t). Points go through in batches of
+  opts.batch, each point with its own Rademacher probe.
   """
   x = np.asarray(x, np.float32)
-  shape = x.shape[1:]
-
-  def flat_eps(x_BD, t, a, s):
-    return eps_fn(x_BD.reshape((-1,) + shape), t, a, s).reshape(x_BD.shape)
-  solve = jax.jit(lambda xb, k: _solve(flat_eps, sched, xb, k, opts))
+  shape = tuple(x.shape[1:])
+  size = min(opts.batch, len(x))  # every batch padded to one size: one compile
   out, steps = [], []
-  for i in range(0, len(x), opts.batch):
-    part = x[i:i + opts.batch].reshape(-1, int(np.prod(shape)))
-    pad = opts.batch - len(part) if len(x) > opts.batch else 0  # one compile for all batches
+  for i in range(0, len(x), size):
+    part = x[i:i + size].reshape(-1, int(np.prod(shape)))
+    pad = size - len(part)
     part = np.concatenate([part, np.repeat(part[-1:], pad, 0)]) if pad else part
-    logp, n = solve(jnp.asarray(part), jax.random.fold_in(key, i))
-    out.append(np.asarray(logp)[:len(part) - pad])
+    logp, n = _solve(eps_fn, sched, shape, opts, params, jnp.asarray(part),
+                     jax.random.fold_in(key, i))
+    out.append(np.asarray(logp)[:size - pad])
     steps.append(int(n))
   return np.concatenate(out), steps
 
@@ -186,7 +203,7 @@ def summarize(logp, dims, bin_width=None):
   return float(nll.mean()), float(nll.std(ddof=1) / math.sqrt(len(nll))) if len(nll) > 1 else 0.0
 
 
-def model_nll(eps_fn, sched, splits, key, opts, value_range=None):
+def model_nll(eps_fn, sched, splits, key, opts, value_range=None, params=()):
   """test_nll, train_nll, nll_gap and their standard errors (eval.json fields).
 
   splits: {"test": x, "train": x}. Images (value_range given) are dequantized
@@ -198,7 +215,7 @@ def model_nll(eps_fn, sched, splits, key, opts, value_range=None):
     width = None
     if value_range is not None:
       x, width = dequantize(x, k_deq, value_range)
-    logp, n = log_likelihood(eps_fn, sched, x, k_ode, opts)
+    logp, n = log_likelihood(eps_fn, sched, x, k_ode, opts, params)
     out[f"{name}_nll"], out[f"{name}_nll_se"] = summarize(logp, np.prod(x.shape[1:]), width)
     out[f"{name}_nll_num"] = len(x)
     steps += n

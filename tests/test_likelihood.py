@@ -22,8 +22,13 @@ def _draws(means, n, seed):
   return (means[rng.integers(0, K, n)] + rng.normal(size=(n, D))).astype(np.float32)
 
 
-def _gmm_eps(g):
-  return lambda x, t, a, s: memorization.gmm_eps(x, a, s, *g)
+def _gmm_eps(g, x, t, a, s):
+  return memorization.gmm_eps(x, a, s, *g)
+
+
+def _empirical_eps(train_ND, x, t, a, s):
+  flat = x.reshape(len(x), -1)
+  return memorization.empirical_eps(flat, a, s, train_ND).reshape(x.shape)
 
 
 def _exact_logp(sched, x, g):
@@ -43,7 +48,7 @@ def test_true_score_ode_nll_is_the_exact_log_density(kind):
   exact = _exact_logp(sched, x, g)
   for opts in (likelihood.Options(rtol=1e-4, atol=1e-4),
                likelihood.Options(rtol=1e-5, atol=1e-5, divergence="exact")):
-    logp, steps = likelihood.log_likelihood(_gmm_eps(g), sched, x, jax.random.PRNGKey(0), opts)
+    logp, steps = likelihood.log_likelihood(_gmm_eps, sched, x, jax.random.PRNGKey(0), opts, g)
     diff = (logp - exact) / D
     se = diff.std(ddof=1) / np.sqrt(len(diff))
     assert abs(diff.mean()) < 3 * se + 2e-5, (opts.divergence, diff.mean(), se)
@@ -58,9 +63,9 @@ def test_empirical_score_gap_is_large_and_the_true_scores_is_not():
   train, test = _draws(means, 16, seed=2), _draws(means, 64, seed=3)
   splits = {"test": test, "train": train}
   key, opts = jax.random.PRNGKey(1), likelihood.Options()
-  emp = lambda x, t, a, s: memorization.empirical_eps(x, a, s, jnp.asarray(train))
-  memorizing = likelihood.model_nll(emp, sched, splits, key, opts)
-  truth = likelihood.model_nll(_gmm_eps(g), sched, splits, key, opts)
+  memorizing = likelihood.model_nll(_empirical_eps, sched, splits, key, opts,
+                                    params=jnp.asarray(train))
+  truth = likelihood.model_nll(_gmm_eps, sched, splits, key, opts, params=g)
   # the empirical score puts all its mass on the 16 training points (s_0 = 0.01 around them)
   assert memorizing["train_nll"] < truth["train_nll"] - 2
   assert memorizing["nll_gap"] > 20 * max(truth["nll_gap"], 0.01)
@@ -120,9 +125,7 @@ def test_a_gmm_run_writes_its_likelihood_to_eval_json(tmp_path, data_dir):
   # the empirical score of the same 16 training points, measured the same way
   ds = data_lib.load(config.data, config.seed)
   splits = {"test": ds.test_x[:24], "train": ds.train_x[:16]}
-  train_x = jnp.asarray(ds.train_x.reshape(16, -1))
-  emp = lambda x, t, a, s: memorization.empirical_eps(x.reshape(len(x), -1), a, s,
-                                                      train_x).reshape(x.shape)
-  sched = diffusion.Schedule()
-  memorizing = likelihood.model_nll(emp, sched, splits, jax.random.PRNGKey(0), likelihood.Options())
+  memorizing = likelihood.model_nll(_empirical_eps, diffusion.Schedule(), splits,
+                                    jax.random.PRNGKey(0), likelihood.Options(),
+                                    params=jnp.asarray(ds.train_x.reshape(16, -1)))
   assert memorizing["nll_gap"] > ev["nll_gap"] + 1.0
