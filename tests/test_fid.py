@@ -115,6 +115,7 @@ def rgb_config(data_dir, weights):
       "eval.num": 8, "eval.fid_weights": weights})
 
 
+@pytest.mark.loop
 def test_rgb_run_writes_fid_into_eval_json(tmp_path, data_dir):
   weights = str(tmp_path / "cache" / "fid.npz")
   os.makedirs(os.path.dirname(weights))

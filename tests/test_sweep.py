@@ -12,6 +12,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SWEEP = os.path.join(ROOT, "configs", "sweeps", "prune_ratio.py")
 
 
+@pytest.mark.loop
 def test_sweep_compares_methods_at_equal_budget_and_resumes(tmp_path, data_dir):
   w = str(tmp_path / "sweep")
   spec = f"{SWEEP}:runlocal,budgets=h20m50,methods=random+head_grad+contrast"
@@ -85,6 +86,7 @@ def test_comparisons_pair_by_seed_within_a_budget():
   assert recs[("c", "random")]["mem_ratio-control"][0] == pytest.approx(-0.4)
 
 
+@pytest.mark.loop
 def test_capacity_grid_runlocal_trains_each_width_and_n_and_records_the_excess(tmp_path, data_dir):
   w = str(tmp_path / "grid")
   spec = os.path.join(ROOT, "configs", "sweeps", "capacity_grid.py") + ":runlocal"
