@@ -34,14 +34,14 @@ test: $(VENV)/.installed fid_weights
 test-fast: $(VENV)/.installed fid_weights
 	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow and not loop" --durations=15 tests
 
-# dit_jax against the PyTorch DiT (bench/torch_vs_jax.py); BENCH_ARGS=--quick for a smoke run
+# dit_jax against the PyTorch DiT (bench/vs_torch/torch_vs_jax.py); BENCH_ARGS=--quick for a smoke run
 BENCH_ARGS ?=
 $(VENV)/.bench: $(VENV)/.installed
 	$(PY) -m pip install -q torch==2.13.0
 	touch $@
 
 bench: $(VENV)/.bench
-	$(PY) bench/torch_vs_jax.py $(BENCH_ARGS)
+	$(PY) bench/vs_torch/torch_vs_jax.py $(BENCH_ARGS)
 
 clean:
 	rm -rf .jax_cache

@@ -25,7 +25,7 @@ setup(
         "scipy>=1.11,<2",
         "pillow>=10,<14",
     ],
-    # bench: bench/torch_vs_jax.py's PyTorch DiT only (pinned: the CPU wheel on disk);
+    # bench: bench/vs_torch/torch_vs_jax.py's PyTorch DiT only (pinned: the CPU wheel on disk);
     # nothing in dit_jax imports torch. tensorboard: only to view a workdir's events
     # (tensorboardX writes them without it)
     extras_require={"test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "hypothesis>=6.100,<7"],

@@ -77,7 +77,7 @@ def test_resize_is_tf_legacy_bilinear():
 
 
 def test_features_match_torchscript(net):
-  """The fixture holds TorchScript's pool3 features of 4 crops (bench/fid_agreement.py)."""
+  """The fixture holds TorchScript's pool3 features of 4 crops (bench/fid/fid_agreement.py)."""
   with np.load(FIXTURE) as f:
     images, want = f["images"], f["features"]
   got = fid.features(net, images)
