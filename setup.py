@@ -26,8 +26,10 @@ setup(
         "diffrax>=0.7,<0.8",  # the probability-flow ODE of the likelihood evaluation
         "pillow>=10,<14",
     ],
-    # bench: bench/torch_vs_jax.py's PyTorch DiT only (pinned: the CPU wheel on disk);
-    # nothing in dit_jax imports torch
+    # bench: bench/vs_torch/torch_vs_jax.py's PyTorch DiT only (pinned: the CPU wheel on disk);
+    # nothing in dit_jax imports torch. tensorboard: only to view a workdir's events
+    # (tensorboardX writes them without it)
     extras_require={"test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "hypothesis>=6.100,<7"],
-                    "bench": ["torch==2.13.0"]},
+                    "bench": ["torch==2.13.0"],
+                    "tensorboard": ["tensorboard>=2.16,<3"]},
 )

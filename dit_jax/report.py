@@ -10,6 +10,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
+from dit_jax import sample_metrics
+
 MIN_PIXELS = 64  # each image in a grid is upscaled (nearest) to at least this many pixels
 MEMORIZED = 1 / 3  # |x - NN1| <= MEMORIZED |x - NN2|: the memorization criterion
 
@@ -104,7 +106,7 @@ def plot_gap_vs_t(row, t_centers, path, prefix="memo_ema"):
 
 
 def plot_ratio_hist(d1sq, d2sq, path, threshold=MEMORIZED):
-  ratio = np.sqrt(np.asarray(d1sq) / np.maximum(np.asarray(d2sq), 1e-20))
+  ratio = sample_metrics.d_ratio(d1sq, d2sq)
   fig, (ax,) = new_figure()
   ax.hist(ratio, bins=50, range=(0, 1))
   ax.axvline(threshold, color="red", ls="--", label=f"memorized if <= {threshold:.2f}")
@@ -128,7 +130,7 @@ def save_nn_pairs(samples_NHWC, train_NHWC, nn_idx, d1sq, d2sq, path, value_rang
   rows = -(-n // cols)
   fig = Figure(figsize=(2.2 * cols, 1.35 * rows + 0.3))
   axes = fig.subplots(rows, 2 * cols, squeeze=False)
-  ratio = np.sqrt(np.asarray(d1sq) / np.maximum(np.asarray(d2sq), 1e-20))
+  ratio = sample_metrics.d_ratio(d1sq, d2sq)
   for ax in axes.flat:
     ax.axis("off")
   for i in range(n):

@@ -112,11 +112,15 @@ def memorization_ratio(d1sq, d2sq, threshold=1 / 3):
   return float(np.mean(d1sq <= threshold ** 2 * d2sq))
 
 
+def d_ratio(d1sq, d2sq):
+  """|x - NN1| / |x - NN2| per sample, from the squared distances nearest_two gives."""
+  d1sq, d2sq = np.asarray(d1sq, np.float64), np.asarray(d2sq, np.float64)
+  return np.sqrt(d1sq / np.maximum(d2sq, 1e-300))  # d2 = 0 forces d1 = 0: ratio 0
+
+
 def d_ratio_histogram(d1sq, d2sq, bins=50):
   """(counts, edges) of |x - NN1| / |x - NN2| over [0, 1]."""
-  d1sq, d2sq = np.asarray(d1sq, np.float64), np.asarray(d2sq, np.float64)
-  ratio = np.sqrt(d1sq / np.maximum(d2sq, 1e-300))  # d2 = 0 forces d1 = 0: ratio 0
-  return np.histogram(ratio, bins=bins, range=(0.0, 1.0))
+  return np.histogram(d_ratio(d1sq, d2sq), bins=bins, range=(0.0, 1.0))
 
 
 @jax.jit

@@ -13,7 +13,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "The trained workdir to prune (read only).")
 flags.DEFINE_float("ratio", 0.2, "Fraction of attention heads to remove.")
 flags.DEFINE_float("mlp_ratio", 0.0, "Fraction of MLP hidden units to remove.")
-flags.DEFINE_enum("method", "head_grad", list(pruning.METHODS), "Importance method.")
+flags.DEFINE_enum("method", "select_taylor", list(pruning.METHODS), "Importance method.")
 flags.DEFINE_enum("target", "ratio", ["ratio", "capacity"],
                   "'capacity': search the smallest width that keeps held-out loss.")
 flags.DEFINE_integer("finetune_steps", 0, "Training steps after pruning.")

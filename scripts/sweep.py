@@ -5,7 +5,8 @@
 """
 from absl import app, flags
 
-from dit_jax import cli, sweep
+from dit_jax import cli
+from dit_jax.study import sweep, sweepdir
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config", None, "A sweep file with get_config(arg) and get_sweep(arg), "
@@ -20,7 +21,8 @@ def main(argv):
   with cli.friendly_errors():
     _, _, summary = sweep.run_sweep(FLAGS.config, FLAGS.workdir)
   print(summary)
-  print(f"wrote {FLAGS.workdir}/sweep.csv, sweep_steps.csv, sweep_summary.md and sweep.png")
+  files = (sweepdir.POINTS, sweepdir.STEPS, sweepdir.SUMMARY, sweepdir.PLOT)
+  print(f"wrote {', '.join(sweepdir.path(FLAGS.workdir, f) for f in files)}")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,72 @@
-"""The torch-vs-JAX bench's own plumbing, without torch (CI has none; the bench itself
-asserts the two models agree before timing): rows, dit_jax's side, the JSON summary."""
+"""The benches' plumbing, without torch (CI has none; the torch-vs-JAX bench itself asserts
+the two models agree before timing): every bench module imports and answers --help, the
+rows, dit_jax's side, the JSON summary, the throughput bench's step."""
+import ast
+import glob
+import importlib
+import importlib.util
 import json
+import os
+import runpy
+import sys
 
 import jax
+import pytest
 
-from bench import jax_side, rows, torch_vs_jax
+from bench.vs_torch import jax_side, rows, torch_vs_jax
 from dit_jax.models import dit
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = sorted(os.path.relpath(p, ROOT)
+               for p in glob.glob(os.path.join(ROOT, "bench", "**", "*.py"), recursive=True))
+OPTIONAL = ("torch",)  # the bench extra: absent where the tests run
+
+
+def _imports(path):
+  """(module, name or None) of every module-level import of a file."""
+  for node in ast.parse(open(path, encoding="utf-8").read()).body:
+    if isinstance(node, ast.Import):
+      yield from ((a.name, None) for a in node.names)
+    elif isinstance(node, ast.ImportFrom) and node.level == 0:
+      yield from ((node.module, a.name) for a in node.names)
+
+
+def _optional(module):
+  return module.split(".")[0] in OPTIONAL
+
+
+def unresolved_imports(path):
+  """The module-level imports of a file that do not resolve, torch's left aside: what a
+  module needing torch can be checked for without torch."""
+  out = []
+  for module, attr in _imports(path):
+    if _optional(module):
+      continue
+    if importlib.util.find_spec(module) is None:
+      out.append(module)
+    elif attr and not hasattr(importlib.import_module(module), attr) and \
+        importlib.util.find_spec(f"{module}.{attr}") is None:
+      out.append(f"{module}.{attr}")
+  return out
+
+
+@pytest.mark.parametrize("path", BENCH)
+def test_every_bench_module_imports_and_answers_help(path, capsys, monkeypatch):
+  full = os.path.join(ROOT, path)
+  assert unresolved_imports(full) == []
+  if not any(_optional(m) for m, _ in _imports(full)):
+    importlib.import_module(path[:-3].replace(os.sep, "."))
+  if "__main__" in open(full, encoding="utf-8").read():
+    monkeypatch.setattr(sys, "argv", [full, "--help"])
+    with pytest.raises(SystemExit) as done:
+      runpy.run_path(full, run_name="__main__")
+    assert done.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
+def test_an_import_of_a_renamed_module_is_caught(tmp_path):
+  bad = tmp_path / "bad.py"
+  bad.write_text("import torch\nfrom dit_jax import evaluation, fid\nimport not_a_module\n")
+  assert unresolved_imports(str(bad)) == ["dit_jax.evaluation", "not_a_module"]
 
 
 def test_rows_have_the_issue_sizes():
@@ -44,7 +105,7 @@ def test_summary_json_medians_of_per_round_ratios():
 
 
 def test_train_throughput_measures_a_32x32x3_step():
-  from bench import train_throughput
+  from bench.throughput import train_throughput
   out = train_throughput.measure("tiny/2", 2, "float32", 1, peak=1e12)
   assert out["image"] == "32x32x3" and out["params"] == 1272972
   assert out["images_per_sec"] > 0 and 0 < out["mfu"] < 1 and out["peak_source"] != ""

@@ -117,3 +117,21 @@ def test_finalize_is_idempotent_and_spells_out_the_model():
   once = config_check.finalize(default.get_config())
   assert once.model.head_dim == 32 and once.model.depth == 4
   assert config_check.finalize(once).to_dict() == once.to_dict()
+
+
+@pytest.mark.parametrize("arg", ["data=npz:images.npz", "data=folder:photos,size=16,channels=1",
+                                 "data=folder:photos,runlocal"])
+def test_own_data_config_takes_the_data_and_its_size(arg):
+  from configs import own_data
+  config = config_check.finalize(own_data.get_config(arg))
+  config_check.validate(config)
+  assert config.data.name.split(":")[0] in ("npz", "folder")
+  assert config.prune.at_step < 0 and not config.prune.control  # no pruning unless asked
+  if "size=16" in arg:
+    assert (config.data.image_size, config.data.channels) == (16, 1)
+
+
+def test_own_data_config_refuses_to_guess_the_data():
+  from configs import own_data
+  with pytest.raises(configlib.ConfigError, match="data=npz:PATH or data=folder:PATH"):
+    own_data.get_config(None)

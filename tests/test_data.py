@@ -12,6 +12,7 @@ from etils import epath
 from PIL import Image
 
 from dit_jax import configlib, data, datasets
+from dit_jax.datasets import tfds_sources
 
 
 def make_cfg(name="digits", data_dir=None, gmm=None, **overrides):
@@ -29,7 +30,7 @@ def to_model(images):
 @pytest.fixture(scope="module")
 def tfds_dir(data_dir):
   """conftest's session data_dir, with digits prepared."""
-  data.prepare("digits", data_dir)
+  tfds_sources.prepare("digits", data_dir)
   return data_dir
 
 
@@ -62,7 +63,7 @@ def test_crops_are_seeded_rgb_crops_of_both_photos():
 def test_prepare_is_idempotent(tfds_dir, monkeypatch):
   monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare",
                       lambda *a, **k: pytest.fail("rebuilt a prepared dataset"))
-  assert data.prepare("digits", tfds_dir).is_prepared()
+  assert tfds_sources.prepare("digits", tfds_dir).is_prepared()
 
 
 def test_load_digits(tfds_dir):
@@ -139,7 +140,7 @@ def test_gmm_builder_round_trip(tmp_path):
   variances = [0.25, 1.0, 4.0, 9.0]
   config = datasets.gmm_config(k=3, shape=(2, 2, 1), scale=3.0, cov_diag=variances,
                                size=3000, data_seed=5)
-  builder = data.prepare("gmm", str(tmp_path), config)
+  builder = tfds_sources.prepare("gmm", str(tmp_path), config)
   means, cov_diag = datasets.mixture_params(config)
   with open(os.path.join(builder.data_dir, "metadata.json")) as f:
     stored = json.load(f)
@@ -160,8 +161,8 @@ def test_gmm_configs_do_not_collide(tmp_path):
   c = datasets.gmm_config(k=2, shape=(2, 2, 1), size=200, cov_diag=[1, 1, 1, 2])
   d = datasets.gmm_config(k=2, shape=(2, 2, 1), size=200, cov_scale=0.5)
   assert len({a.name, b.name, c.name, d.name}) == 4
-  built_a = data.prepare("gmm", str(tmp_path), a)
-  built_b = data.prepare("gmm", str(tmp_path), b)
+  built_a = tfds_sources.prepare("gmm", str(tmp_path), a)
+  built_b = tfds_sources.prepare("gmm", str(tmp_path), b)
   assert built_a.data_dir != built_b.data_dir
   assert set(_read_all(built_a)[1]) == {0, 1} and set(_read_all(built_b)[1]) == {0, 1, 2}
 

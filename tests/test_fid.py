@@ -77,7 +77,7 @@ def test_resize_is_tf_legacy_bilinear():
 
 
 def test_features_match_torchscript(net):
-  """The fixture holds TorchScript's pool3 features of 4 crops (bench/fid_agreement.py)."""
+  """The fixture holds TorchScript's pool3 features of 4 crops (bench/fid/fid_agreement.py)."""
   with np.load(FIXTURE) as f:
     images, want = f["images"], f["features"]
   got = fid.features(net, images)
@@ -115,6 +115,7 @@ def rgb_config(data_dir, weights):
       "eval.num": 8, "eval.fid_weights": weights})
 
 
+@pytest.mark.loop
 def test_rgb_run_writes_fid_into_eval_json(tmp_path, data_dir):
   weights = str(tmp_path / "cache" / "fid.npz")
   os.makedirs(os.path.dirname(weights))

@@ -12,6 +12,7 @@ import time
 
 import jax
 import numpy as np
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 60
@@ -70,6 +71,7 @@ def _params(workdir):
   return meta["step"], jax.tree.map(np.asarray, state["params"])
 
 
+@pytest.mark.loop
 def test_two_processes_stop_together_resume_and_match_one_process(tmp_path, data_dir):
   two = str(tmp_path / "two")
   procs = _pair(two, data_dir)

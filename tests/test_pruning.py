@@ -84,6 +84,7 @@ def test_plan_guards():
   assert len(keep_m[0]) < len(keep_m[1])
 
 
+@pytest.mark.loop
 def test_prune_inside_training_and_resume_across_it(tmp_path, data_dir, capsys):
   over = {"prune.at_step": 10, "prune.finetune_steps": 10, "prune.mlp_ratio": 0.5,
           "prune.ratio": 0.25, "prune.batches": 2, "prune.batch_size": 8}
@@ -126,6 +127,7 @@ def test_prune_inside_training_and_resume_across_it(tmp_path, data_dir, capsys):
   jax.tree.map(np.testing.assert_array_equal, state, resumed)
 
 
+@pytest.mark.loop
 def test_capacity_search_records_its_path(tmp_path, data_dir):
   over = {"prune.at_step": 20, "prune.target": "capacity", "prune.capacity_steps": 3,
           "prune.capacity_ratios": (0.5,), "prune.tolerance": 10.0,
@@ -141,6 +143,7 @@ def test_capacity_search_records_its_path(tmp_path, data_dir):
   assert all("heldout_loss" in p for p in path) and path[0]["fit"] == "select"
 
 
+@pytest.mark.loop
 def test_one_shot_prune_of_a_workdir(tmp_path, data_dir):
   src, dst = str(tmp_path / "src"), str(tmp_path / "dst")
   train.train_and_evaluate(tiny(data_dir), src)

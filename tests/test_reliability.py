@@ -73,6 +73,7 @@ DAMAGE = {
 }
 
 
+@pytest.mark.loop
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
 def test_damaged_newest_checkpoint_falls_back_and_is_kept(
     tmp_path, data_dir, pristine, damage, caplog):
@@ -96,6 +97,7 @@ def test_damaged_newest_checkpoint_falls_back_and_is_kept(
   assert kill_loop.states_equal(kill_loop.final_state(w)[0], pristine[1])
 
 
+@pytest.mark.loop
 def test_no_readable_checkpoint_changes_nothing(tmp_path, data_dir, pristine):
   w = str(tmp_path / "w")
   shutil.copytree(pristine[0], w)
@@ -108,6 +110,7 @@ def test_no_readable_checkpoint_changes_nothing(tmp_path, data_dir, pristine):
   assert digest(ckpts) == before
 
 
+@pytest.mark.loop
 def test_kill_9_at_random_moments_loses_nothing(tmp_path, data_dir, pristine):
   """The short version of tests/kill_loop.py (which see for the long one)."""
   trials = int(os.environ.get("DIT_KILL_TRIALS_SHORT", "3"))
@@ -127,6 +130,7 @@ def test_kill_loop_long(tmp_path, data_dir):
   assert tally["runs_equal"] == tally["runs"], tally
 
 
+@pytest.mark.loop
 def test_sigterm_checkpoints_and_exits_in_bounded_time(tmp_path, data_dir):
   w, log_path = str(tmp_path / "w"), str(tmp_path / "train.log")
   cmd = kill_loop.train_command(w, data_dir, 100_000, 1000)
@@ -211,6 +215,7 @@ def test_read_only_workdir_is_refused_before_training(tmp_path, data_dir):
         train.train_and_evaluate(config(data_dir), w)
 
 
+@pytest.mark.loop
 def test_full_disk_before_and_during_the_run_loses_nothing(tmp_path, data_dir, pristine):
   disk = str(tmp_path / "disk")
   with mounted_tmpfs(disk, "size=512k"):

@@ -131,3 +131,10 @@ def test_log_likelihood_gmm(weights):
   np.testing.assert_allclose(got, ref, rtol=1e-4)
   np.testing.assert_allclose(ev.gmm_nll_per_dim(x, means, cov, weights), -ref.mean() / d,
                              rtol=1e-4)
+
+
+def test_d_ratio_is_the_distance_ratio_and_zero_where_both_are_zero():
+  # squared distances: (1, 4) -> 1/2; (0, 0) -> 0 (a sample on two identical images)
+  assert np.allclose(ev.d_ratio([1.0, 9.0, 0.0], [4.0, 9.0, 0.0]), [0.5, 1.0, 0.0])
+  counts, _ = ev.d_ratio_histogram([1.0, 9.0, 0.0], [4.0, 9.0, 0.0], bins=4)
+  assert counts.tolist() == [1, 0, 1, 1]

@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from dit_jax import writers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -22,6 +24,7 @@ def train(workdir, data_dir, *extra):
   return proc
 
 
+@pytest.mark.loop
 def test_train_twice_resumes_and_matches_a_straight_run(tmp_path, data_dir):
   w, straight = str(tmp_path / "w"), str(tmp_path / "straight")
   train(w, data_dir, "--config.train.steps=20")
@@ -46,6 +49,7 @@ def test_bad_flag_value_is_one_line_not_a_traceback(tmp_path, data_dir):
   assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.loop
 def test_evaluate_writes_eval_json_and_report(tmp_path, data_dir):
   w = str(tmp_path / "w")
   train(w, data_dir)

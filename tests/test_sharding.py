@@ -58,6 +58,7 @@ def _run(code, devices):
   return json.loads(line[len("RESULT"):])
 
 
+@pytest.mark.loop
 def test_eight_devices_match_one_and_checkpoints_move_between_device_counts(tmp_path, data_dir):
   out = _run(TRAIN.format(root=ROOT, cache=os.path.join(ROOT, ".jax_cache"), tmp=str(tmp_path),
                           data_dir=data_dir), 8)

@@ -1,4 +1,4 @@
-"""The outer shell: import layering, the workdir's files, process-wide side effects."""
+"""The outer shell: the config layer's imports, the workdir's files, process-wide side effects."""
 import json
 import os
 import subprocess
@@ -25,43 +25,6 @@ def test_the_config_layer_imports_nothing_heavy():
       "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
       "('tensorflow_datasets', 'flax', 'jax', 'optax', 'orbax', 'matplotlib'))))"))
   assert loaded == []
-
-
-def test_no_module_imports_upward_or_in_a_circle():
-  """Imports among dit_jax's modules form a DAG (a module's imports, lazy ones too)."""
-  import ast
-  pkg = os.path.join(ROOT, "dit_jax")
-  graph = {}
-  for dirpath, _, files in os.walk(pkg):
-    for f in files:
-      if not f.endswith(".py"):
-        continue
-      rel = os.path.relpath(os.path.join(dirpath, f), ROOT)[:-3].replace(os.sep, ".")
-      name = rel[:-len(".__init__")] if rel.endswith(".__init__") else rel
-      tree = ast.parse(open(os.path.join(dirpath, f), encoding="utf-8").read())
-      deps = set()
-      for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("dit_jax"):
-          for alias in node.names:
-            full = f"{node.module}.{alias.name}"
-            deps.add(full if os.path.exists(os.path.join(ROOT, *full.split(".")) + ".py")
-                     else node.module)
-        elif isinstance(node, ast.Import):
-          deps.update(a.name for a in node.names if a.name.startswith("dit_jax"))
-      graph[name] = {d for d in deps if d != name and d != "dit_jax"}
-  state = {}
-
-  def visit(node, trail):
-    if state.get(node) == "done":
-      return
-    assert state.get(node) != "open", "import circle: " + " -> ".join(trail + [node])
-    state[node] = "open"
-    for dep in graph.get(node, ()):
-      visit(dep, trail + [node])
-    state[node] = "done"
-
-  for node in graph:
-    visit(node, [])
 
 
 def test_one_module_spells_the_workdir_layout():

@@ -5,12 +5,14 @@ import os
 import numpy as np
 import pytest
 
-from dit_jax import stats, sweep, writers
+from dit_jax import writers
+from dit_jax.study import compare, stats, sweep, sweepdir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SWEEP = os.path.join(ROOT, "configs", "sweeps", "prune_ratio.py")
 
 
+@pytest.mark.loop
 def test_sweep_compares_methods_at_equal_budget_and_resumes(tmp_path, data_dir):
   w = str(tmp_path / "sweep")
   spec = f"{SWEEP}:runlocal,budgets=h20m50,methods=random+head_grad+contrast"
@@ -18,7 +20,7 @@ def test_sweep_compares_methods_at_equal_budget_and_resumes(tmp_path, data_dir):
   assert [(r["method"], r["budget"]) for r in rows] == [
       ("base", "base"), ("original", "none"), ("random", "h20m50"), ("head_grad", "h20m50"),
       ("contrast", "h20m50"), ("scratch", "h20m50")]
-  table = sweep.read_csv(os.path.join(w, "sweep.csv"))
+  table = sweepdir.read_csv(os.path.join(w, "sweep.csv"))
   assert [r["name"] for r in table] == [r["name"] for r in rows]
   at_budget = [r for r in table if r["budget"] == "h20m50"]
   # the same number of units removed by every method: identical sizes and FLOPs
@@ -30,7 +32,7 @@ def test_sweep_compares_methods_at_equal_budget_and_resumes(tmp_path, data_dir):
   assert scratch["heads"] == contrast["heads"] and scratch["mlp"] == contrast["mlp"]
   assert writers.read_metrics(os.path.join(w, "scratch@h20m50-s0"))[0]["step"] == 5  # from 0
   # durability: every point evaluated after 5 and 10 fine-tuning steps
-  steps = sweep.read_csv(os.path.join(w, "sweep_steps.csv"))
+  steps = sweepdir.read_csv(os.path.join(w, "sweep_steps.csv"))
   assert {r["ft_steps"] for r in steps if r["method"] != "base"} == {5, 10}
   assert all(0 <= r["mem_ratio"] <= 1 for r in steps)
   for point in rows:
@@ -48,9 +50,9 @@ def test_sweep_compares_methods_at_equal_budget_and_resumes(tmp_path, data_dir):
   fewer, _, _ = sweep.run_sweep(f"{SWEEP}:runlocal,budgets=h20m50,methods=random,scratch=", w,
                                 {"data.data_dir": data_dir})
   assert sorted(r["name"] for r in fewer) == sorted(r["name"] for r in rows)
-  assert sorted(r["name"] for r in sweep.read_csv(os.path.join(w, "sweep.csv"))) == sorted(
+  assert sorted(r["name"] for r in sweepdir.read_csv(os.path.join(w, "sweep.csv"))) == sorted(
       r["name"] for r in rows)
-  assert len(sweep.read_csv(os.path.join(w, "sweep_steps.csv"))) == len(steps)
+  assert len(sweepdir.read_csv(os.path.join(w, "sweep_steps.csv"))) == len(steps)
 
 
 def test_paired_intervals_and_verdicts():
@@ -77,13 +79,14 @@ def test_comparisons_pair_by_seed_within_a_budget():
                                 ("contrast", "b", 0.2), ("random", "c", 0.1)):
       rows.append(dict(method=method, budget=budget, seed=seed, ft_steps=500,
                        mem_ratio=mem + 0.01 * seed, fd=10.0))
-  recs = {(r["budget"], r["method"]): r for r in sweep.comparisons(rows, 500)}
+  recs = {(r["budget"], r["method"]): r for r in compare.comparisons(rows, 500)}
   assert recs[("b", "contrast")]["mem_ratio-random"][0] == pytest.approx(-0.1)
   assert recs[("b", "contrast")]["mem_ratio-control"][0] == pytest.approx(-0.3)
   assert "mem_ratio-random" not in recs[("b", "random")]
   assert recs[("c", "random")]["mem_ratio-control"][0] == pytest.approx(-0.4)
 
 
+@pytest.mark.loop
 def test_capacity_grid_runlocal_trains_each_width_and_n_and_records_the_excess(tmp_path, data_dir):
   w = str(tmp_path / "grid")
   spec = os.path.join(ROOT, "configs", "sweeps", "capacity_grid.py") + ":runlocal"
@@ -91,7 +94,7 @@ def test_capacity_grid_runlocal_trains_each_width_and_n_and_records_the_excess(t
   assert [(r["budget"], r["method"]) for r in rows] == [
       ("n32", "w1"), ("n32", "w0.75"), ("n64", "w1"), ("n64", "w0.75")]
   assert rows[1]["num_params"] < rows[0]["num_params"]  # narrower: fewer heads and MLP units
-  steps = sweep.read_csv(os.path.join(w, "sweep_steps.csv"))
+  steps = sweepdir.read_csv(os.path.join(w, "sweep_steps.csv"))
   last = [r for r in steps if r["step"] == max(s["step"] for s in steps)]
   # the density is known: every cell has its held-out excess over the true score's loss
   assert len(last) == 4 and all(r["memo_ema/gt_excess"] is not None for r in last)

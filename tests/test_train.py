@@ -21,6 +21,7 @@ def final_params(workdir):
   return state, meta
 
 
+@pytest.mark.loop
 def test_whole_loop_writes_the_workdir(tmp_path, data_dir):
   w = str(tmp_path / "w")
   run = train.train_and_evaluate(tiny(data_dir, **{"sample.every": 20}), w)
@@ -44,6 +45,7 @@ def test_whole_loop_writes_the_workdir(tmp_path, data_dir):
   assert rows[-1]["train/loss"] < rows[0]["train/loss"]
 
 
+@pytest.mark.loop
 def test_stop_and_resume_equals_one_run(tmp_path, data_dir):
   """SIGTERM mid-run checkpoints; the resumed run ends bit-for-bit like one run."""
   straight = str(tmp_path / "straight")
@@ -65,6 +67,7 @@ def test_stop_and_resume_equals_one_run(tmp_path, data_dir):
   assert last(straight) == last(stopped)
 
 
+@pytest.mark.loop
 def test_more_steps_continue_a_finished_run(tmp_path, data_dir, monkeypatch):
   monkeypatch.chdir(tmp_path)
   w = "w"  # relative, as users type it
@@ -74,6 +77,7 @@ def test_more_steps_continue_a_finished_run(tmp_path, data_dir, monkeypatch):
   assert [r["step"] for r in writers.read_metrics(w)][-2:] == [25, 30]
 
 
+@pytest.mark.loop
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, data_dir, monkeypatch):
   w = str(tmp_path / "w")
   good = train_step.get_batch
@@ -108,6 +112,7 @@ def test_bad_input_is_rejected_before_anything_runs(tmp_path, data_dir, override
   assert not (w / "checkpoints").exists()
 
 
+@pytest.mark.loop
 def test_architecture_mismatch_leaves_the_workdir_alone(tmp_path, data_dir):
   w = tmp_path / "w"
   train.train_and_evaluate(tiny(data_dir, **{"train.steps": 10}), str(w))
@@ -117,6 +122,7 @@ def test_architecture_mismatch_leaves_the_workdir_alone(tmp_path, data_dir):
   assert {p: p.stat().st_mtime_ns for p in w.rglob("*")} == before
 
 
+@pytest.mark.loop
 def test_class_conditional_training_and_guided_sampling(tmp_path, data_dir):
   w = str(tmp_path / "w")
   run = train.train_and_evaluate(
@@ -130,6 +136,7 @@ def test_class_conditional_training_and_guided_sampling(tmp_path, data_dir):
 
 @pytest.mark.parametrize("field, value", [("seed", 1), ("data.name", "gmm"),
                                           ("data.n_train", 16)])
+@pytest.mark.loop
 def test_resume_refuses_a_changed_run_before_compiling(tmp_path, data_dir, monkeypatch,
                                                        field, value):
   w = tmp_path / "w"
@@ -146,6 +153,7 @@ def test_resume_refuses_a_changed_run_before_compiling(tmp_path, data_dir, monke
   assert int(run.state["step"]) == 20  # the original config resumes
 
 
+@pytest.mark.loop
 def test_the_final_evaluation_holds_the_workdir_lock(tmp_path, data_dir, monkeypatch):
   from dit_jax import evaluate, workdir_lock
   w = str(tmp_path / "w")

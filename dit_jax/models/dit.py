@@ -197,7 +197,7 @@ def _cotangent_fence(x):
   with the square of the depth and, at batch 32-128, costs several times the
   forward. A dot is never duplicated into a fusion, so an identity product where
   each layer norm reads the stream makes XLA compute the chain once, and the step
-  1.6-2x faster on the CPU at batch 32-128 (bench/cotangent_fence.py); other
+  1.6-2x faster on the CPU at batch 32-128 (bench/throughput/cotangent_fence.py); other
   backends do not need it (config.model.fence, `resolve_fence`).
 
   The product runs on blocks of FENCE_BLOCK channels, (..., D/16, 16) @ I_16, not

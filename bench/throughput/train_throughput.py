@@ -1,7 +1,7 @@
 """Training throughput and MFU of DiT-S/2 and B/2 on 32x32x3, as the training loop runs.
 
-  python bench/train_throughput.py                          # S/2 and B/2, bf16, batch 256
-  python bench/train_throughput.py --variants S/2 --batch 32 --dtype float32 --steps 5
+  python bench/throughput/train_throughput.py                          # S/2 and B/2, bf16, batch 256
+  python bench/throughput/train_throughput.py --variants S/2 --batch 32 --dtype float32 --steps 5
 Prints one JSON object per variant: images/s, model TFLOP/s and MFU against the
 device's peak (a spec sheet's bf16 peak for known accelerators, else a measured
 matmul; --peak overrides). The step is dit_jax's own jitted train step (AdamW,
@@ -17,9 +17,10 @@ import time
 import jax
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from dit_jax import config_check, configlib, perf, sharding, state as state_lib  # noqa: E402
-from dit_jax import train_step  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+from bench import timing  # noqa: E402
+from dit_jax import config_check, configlib, perf, sharding  # noqa: E402
 from dit_jax.models import dit  # noqa: E402
 
 
@@ -33,24 +34,17 @@ def measure(variant, batch, dtype, steps, peak):
   mesh = sharding.make_mesh(config.mesh)
   config_check.validate(config, sharding.batch_devices(mesh))
   arch = dit.arch_from_config(config.model, 32, 3, 0)
-  setup = state_lib.make_setup(config, arch)
-  abstract = state_lib.abstract_state(setup, mesh)
-  state = jax.jit(lambda k: state_lib.init_state(setup, k),
-                  out_shardings=jax.tree.map(lambda x: x.sharding, abstract))(
-                      jax.random.PRNGKey(0))
-  step_fn = train_step.jit_train_step(setup, config, sharding.shardings_of(state, mesh), mesh)
   x = np.random.default_rng(0).uniform(-1, 1, (batch, 32, 32, 3)).astype(np.float32)
-  b = sharding.put_batch({"x": x[sharding.process_slice(mesh, batch)]}, mesh)
+  train = timing.TrainSteps(config, arch, {"x": x[sharding.process_slice(mesh, batch)]}, mesh)
   t0 = time.perf_counter()
-  state, m = step_fn(state, b)
-  jax.block_until_ready(m)
+  train.step()
+  train.finish()
   compile_s = time.perf_counter() - t0
-  state, m = step_fn(state, b)  # warm
-  jax.block_until_ready(m)
+  train.run(1)  # warm
+  train.finish()
   t0 = time.perf_counter()
-  for _ in range(steps):
-    state, m = step_fn(state, b)
-  jax.block_until_ready(m)
+  loss = train.run(steps)
+  train.finish()
   step_s = (time.perf_counter() - t0) / steps
   peak_flops, peak_source = perf.peak_flops(peak, dtype)
   flops = perf.train_flops_per_step(dit.flops_per_image(arch), batch)
@@ -61,7 +55,7 @@ def measure(variant, batch, dtype, steps, peak):
           "model_tflops_per_sec": round(flops / step_s / 1e12, 4),
           "mfu": round(flops / step_s / (peak_flops * jax.device_count()), 4),
           "peak_flops_per_device": peak_flops, "peak_source": peak_source,
-          "compile_s": round(compile_s, 1), "loss": float(m["train/loss"])}
+          "compile_s": round(compile_s, 1), "loss": float(loss)}
 
 
 def main():

@@ -1,7 +1,7 @@
 """Train step of the default model with and without the residual cotangent fence.
 
-  python bench/cotangent_fence.py                  # one JSON object per batch size
-  python bench/cotangent_fence.py --batches 128
+  python bench/throughput/cotangent_fence.py                  # one JSON object per batch size
+  python bench/throughput/cotangent_fence.py --batches 128
 
 dit._cotangent_fence passes the residual stream's cotangent through an identity
 product where each layer norm reads the stream, so that XLA:CPU computes the
@@ -17,8 +17,9 @@ import sys
 
 import jax
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.prune_speed import paired, steps_per_call, train_runner  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+from bench import timing  # noqa: E402
 from configs import default  # noqa: E402
 from dit_jax import config_check, configlib, sharding  # noqa: E402
 from dit_jax.models import dit  # noqa: E402
@@ -35,9 +36,10 @@ def main():
   arch = dit.arch_from_config(config.model, config.data.image_size, config.data.channels, 0)
   with_fence = lambda setting: configlib.with_overrides(config, {"model.fence": setting})
   for b in [int(s) for s in args.batches.split(",")]:
-    (plain, f_plain) = train_runner(with_fence("off"), arch, mesh, b)
-    (fenced, f_fenced) = train_runner(with_fence("on"), arch, mesh, b)
-    t_plain, t_fenced = (t / steps_per_call(b) for t in paired(plain, fenced, args.reps))
+    (plain, f_plain) = timing.train_call(with_fence("off"), arch, mesh, b)
+    (fenced, f_fenced) = timing.train_call(with_fence("on"), arch, mesh, b)
+    t_plain, t_fenced = (t / timing.steps_per_call(b)
+                         for t in timing.paired(plain, fenced, args.reps))
     print(json.dumps({
         "bench": "cotangent_fence", "device": jax.devices()[0].device_kind,
         "batch": b, "train_step_s_unfenced": round(t_plain, 5),

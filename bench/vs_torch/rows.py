@@ -1,4 +1,4 @@
-"""The shapes bench/torch_vs_jax.py compares, and their inputs; numpy only.
+"""The shapes bench/vs_torch/torch_vs_jax.py compares, and their inputs; numpy only.
 
 Both stacks' processes import this, so it imports neither JAX nor torch.
 """

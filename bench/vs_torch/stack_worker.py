@@ -1,8 +1,8 @@
 """One stack of the torch-vs-JAX bench in its own process: `jax`, `eager` or `compile`.
 
-  python bench/stack_worker.py --stack jax --row '{"kind": "train", ...}' --params P.npz
+  python bench/vs_torch/stack_worker.py --stack jax --row '{"kind": "train", ...}' --params P.npz
 
-Started by bench/torch_vs_jax.py, never by hand. It pins itself to `--threads` CPUs
+Started by bench/vs_torch/torch_vs_jax.py, never by hand. It pins itself to `--threads` CPUs
 before importing its stack (XLA sizes its thread pool from the CPUs it may run on, torch
 from set_num_threads), builds and compiles the row's function, and prints one JSON line
 (compile time, parameter count, the fp32 2048^2 matmul peak of its stack). Then each
@@ -18,7 +18,8 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
 
 MATMUL_N = 2048
 
@@ -57,14 +58,14 @@ def serve(fn, finish, ready):
 def main():
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--stack", required=True, choices=("jax", "eager", "compile", "check"))
-  ap.add_argument("--row", required=True, help="the row's JSON (bench/rows.py)")
+  ap.add_argument("--row", required=True, help="the row's JSON (bench/vs_torch/rows.py)")
   ap.add_argument("--params", required=True, help=".npz of flattened dit_jax parameters")
   ap.add_argument("--threads", type=int, default=2)
   args = ap.parse_args()
   pin_threads(args.threads)
   row = json.loads(args.row)
   if args.stack == "check":
-    from bench import equivalence  # noqa: PLC0415 (both stacks: only in this process)
+    from bench.vs_torch import equivalence  # noqa: PLC0415 (both stacks: only in this process)
     print(json.dumps(equivalence.check_row(row, args.params)), flush=True)
     return
   t0 = time.perf_counter()
@@ -72,10 +73,10 @@ def main():
     # as dit_jax's scripts start (cli.setup): before JAX runs anything
     from dit_jax import host_memory  # noqa: PLC0415
     host_memory.keep_freed_memory()
-    from bench import jax_side as side  # noqa: PLC0415
+    from bench.vs_torch import jax_side as side  # noqa: PLC0415
     (fn, finish), count = side.runner(row, load_params(args.params)), side.num_params(row)
   else:
-    from bench import torch_side as side  # noqa: PLC0415
+    from bench.vs_torch import torch_side as side  # noqa: PLC0415
     side.set_threads(args.threads)
     fn, count = side.runner(row, load_params(args.params), args.stack == "compile")
     finish = lambda: None  # torch on the CPU returns when its work is done

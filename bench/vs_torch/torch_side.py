@@ -1,4 +1,4 @@
-"""The PyTorch side of the torch-vs-JAX bench: bench/torch_reference.py per row.
+"""The PyTorch side of the torch-vs-JAX bench: bench/vs_torch/torch_reference.py per row.
 
 Eager, or torch.compile (default inductor) on the model and loss for training and
 on the model for forward and sampling; compile time is spent in `runner` (two calls:
@@ -9,8 +9,8 @@ import time
 import numpy as np
 import torch
 
-from bench import rows
-from bench import torch_reference as ref
+from bench.vs_torch import rows
+from bench.vs_torch import torch_reference as ref
 
 
 def set_threads(n):

@@ -1,4 +1,4 @@
-"""docs/RESULTS.md's machinery: merged seeds, paired verdicts, the target check, the tracker."""
+"""The study wing (docs/RESULTS.md): merged seeds, paired verdicts, the target, tracker, capacity."""
 import os
 import re
 import subprocess
@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from dit_jax import results, sweep
+from dit_jax.study import capacity, compare, sweepdir, tracker
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -35,44 +35,44 @@ def _rows(ours_shift, seeds=5, seed0=0):
 
 def test_clear_gain_is_called_lower_and_meets_the_target():
   rows = _rows(-0.1)
-  lines = results.verdicts(rows, "ours", (500, 2000), "h20m50")
+  lines = compare.verdicts(rows, "ours", (500, 2000), "h20m50")
   assert len(lines) == 2
   for line in lines:
     assert abs(float(re.search(r"mem_ratio vs random (-[0-9.]+)", line).group(1)) + 0.1) < 0.01
   assert all("lower (better), 5 seeds" in l for l in lines)
-  assert results.target_line(rows, "ours", "h20m50", (500, 2000)).startswith("**Target met**")
-  table = results.table(rows, 2000, ("mem_ratio", "fd"))
+  assert compare.target_line(rows, "ours", "h20m50", (500, 2000)).startswith("**Target met**")
+  table = compare.table(rows, 2000, ("mem_ratio", "fd"))
   assert "| h20m50 | ours | 5 |" in table and "| none | original | 5 |" in table
 
 
 def test_no_gain_is_within_noise_and_the_target_says_why():
   rows = _rows(0.0)
   assert all("within noise" in l.split(";")[0] for l in
-             results.verdicts(rows, "ours", (500, 2000), "h20m50"))
-  line = results.target_line(rows, "ours", "h20m50", (500, 2000))
+             compare.verdicts(rows, "ours", (500, 2000), "h20m50"))
+  line = compare.target_line(rows, "ours", "h20m50", (500, 2000))
   assert line.startswith("**Target not met**") and "mem_ratio vs random at +500" in line
   # one seed of a rival cannot support a claim: said, not silently skipped
   one = [r for r in rows if r["method"] != "head_grad" or r["seed"] == 0]
-  assert "`head_grad` has 1 seed(s)" in results.target_line(one, "ours", "h20m50", (500,))
+  assert "`head_grad` has 1 seed(s)" in compare.target_line(one, "ours", "h20m50", (500,))
 
 
 def test_merge_keeps_each_point_step_once_and_counts_seeds():
   a, b = _rows(-0.1, seeds=3), _rows(-0.1, seeds=3, seed0=2)  # seed 2 in both
-  merged = results.merge([a, b])
+  merged = sweepdir.merge([a, b])
   assert len(merged) == len(a) + len(b) - len(a) // 3
-  assert "ours@h20m50: 5 seeds (0+1+2+3+4)" in results.counts(merged)
+  assert "ours@h20m50: 5 seeds (0+1+2+3+4)" in compare.counts(merged)
 
 
 def test_a_rerun_is_compared_with_the_earlier_run_and_never_mixed_into_it():
   now, earlier = _rows(-0.1, seeds=2), _rows(-0.1, seeds=2)
-  assert "agrees to every digit" in results.rerun_lines(now, earlier)[0]
+  assert "agrees to every digit" in compare.rerun_lines(now, earlier)[0]
   moved = [dict(r, mem_ratio=r["mem_ratio"] + 0.002) for r in earlier]
-  assert "largest |difference| mem_ratio 0.002" in results.rerun_lines(now, moved)[0]
-  assert results.rerun_lines(now, []) == []
+  assert "largest |difference| mem_ratio 0.002" in compare.rerun_lines(now, moved)[0]
+  assert compare.rerun_lines(now, []) == []
   # the tracker takes a seed's whole base series from one run: seed 0's rerun has a
   # single evaluated step, so its series comes from the earlier run
   short = [r for r in now if not (r["method"] == "base" and r["seed"] == 0 and r["step"] < 4000)]
-  rows, old = results.tracker_rows(short, moved)
+  rows, old = tracker.base_rows(short, moved)
   assert old == [0]
   assert sorted(r["step"] for r in rows if r["seed"] == 0) == [1000, 2000, 3000, 4000]
   assert all(r in moved for r in rows if r["seed"] == 0)
@@ -80,17 +80,17 @@ def test_a_rerun_is_compared_with_the_earlier_run_and_never_mixed_into_it():
 
 
 def test_tracker_correlation_and_first_crossing():
-  track = results.tracker_vs_memorization(_rows(0.0))
+  track = tracker.against_memorization(_rows(0.0))
   assert track["key"] == "memo_ema/index" and track["n"] == 20
   assert track["pearson"] > 0.9
   # both rise linearly: each reaches half its rise at the same evaluated step
   assert all(t == m == 3000 for _, t, m in track["crossings"])
-  assert "the same evaluated step on 5" in " ".join(results.tracker_lines(track))
+  assert "the same evaluated step on 5" in " ".join(tracker.lines(track))
 
 
-def _write(tmp_path, name, rows, columns=sweep.STEP_COLUMNS, file="sweep_steps.csv"):
+def _write(tmp_path, name, rows, columns=sweepdir.STEP_COLUMNS, file="sweep_steps.csv"):
   os.makedirs(tmp_path / name, exist_ok=True)
-  sweep.write_csv(rows, str(tmp_path / name / file), columns)
+  sweepdir.write_csv(rows, str(tmp_path / name / file), columns)
 
 
 def _results_documents(tmp_path, spec_lines):
@@ -139,22 +139,22 @@ def _grid_rows():
       for step in (1000, 3000):  # only the last step counts
         rows.append({"name": f"n{n}-w{w:g}-s0", "method": f"w{w:g}", "budget": f"n{n}",
                      "seed": 0, "step": step, "ft_steps": step, "mem_ratio": mem if step == 3000
-                     else 0.0, "nll": 1.4, "fd": 50.0, results.EXCESS: excess,
-                     results.HELDOUT: 0.28 + excess, "memo_ema/gt_excess_t0": excess})
+                     else 0.0, "nll": 1.4, "fd": 50.0, capacity.EXCESS: excess,
+                     capacity.HELDOUT: 0.28 + excess, "memo_ema/gt_excess_t0": excess})
   return rows
 
 
 def test_capacity_grid_finds_w_star_and_the_onset_of_memorization():
-  cells = results.grid_cells(_grid_rows())
+  cells = capacity.grid_cells(_grid_rows())
   assert cells[(32, 1.0)]["mem_ratio"] == 0.6  # the last step, not the first
-  assert results.w_star(cells, 0.05) == 0.5  # 0.25 has excess 0.04, twice the full width's
-  assert results.w_star(cells, 1.5) == 0.125
-  assert results.w_star(cells, 0.08, key=results.HELDOUT) == 0.25  # 0.32 <= 1.08 * 0.30 < 0.33
-  assert results.memorization_onset(cells) == {32: 0.5, 128: None, 16384: None}
-  assert "| 32 | 0.6 | 0.45 | 0.3 | 0 | 0 |" in results.grid_table(cells, "mem_ratio")
+  assert capacity.w_star(cells, 0.05) == 0.5  # 0.25 has excess 0.04, twice the full width's
+  assert capacity.w_star(cells, 1.5) == 0.125
+  assert capacity.w_star(cells, 0.08, key=capacity.HELDOUT) == 0.25  # 0.32 <= 1.08 * 0.30 < 0.33
+  assert capacity.memorization_onset(cells) == {32: 0.5, 128: None, 16384: None}
+  assert "| 32 | 0.6 | 0.45 | 0.3 | 0 | 0 |" in capacity.grid_table(cells, "mem_ratio")
   points = [{"method": "original", "seed": 0, "heads": "4+4", "mlp": "512+512"},
             {"method": "capacity", "seed": 0, "heads": "2+2", "mlp": "64+64"}]
-  (found,) = results.search_lines(points, [1.0, 0.75, 0.5, 0.25, 0.125], 0.5)
+  (found,) = capacity.search_lines(points, [1.0, 0.75, 0.5, 0.25, 0.125], 0.5)
   assert (found["kept_heads"], found["kept_mlp"]) == (0.5, 0.125)
   assert (found["steps_heads"], found["steps_mlp"]) == (0, 2)
 
@@ -182,11 +182,11 @@ def test_capacity_section_without_a_known_density(tmp_path):
   has no per-bucket excess, and quality is judged by fd."""
   grid = [{k: v for k, v in r.items() if "excess" not in k} for r in _grid_rows()]
   _write(tmp_path, "g", grid)
-  _write(tmp_path, "g", [r for r in grid if r["step"] == 3000], sweep.COLUMNS, "sweep.csv")
-  _write(tmp_path, "g0", [dict(r, **{results.HELDOUT: 0.3}) for r in grid])  # flat: W = 1/8
+  _write(tmp_path, "g", [r for r in grid if r["step"] == 3000], sweepdir.COLUMNS, "sweep.csv")
+  _write(tmp_path, "g0", [dict(r, **{capacity.HELDOUT: 0.3}) for r in grid])  # flat: W = 1/8
   steps, points = _search_rows()
   _write(tmp_path, "s", steps)
-  _write(tmp_path, "s", points, sweep.COLUMNS, "sweep.csv")
+  _write(tmp_path, "s", points, sweepdir.COLUMNS, "sweep.csv")
   for text, res in _results_documents(tmp_path, (
       "c.ours, c.budget, c.fts, c.tables = 'ours', 'cap', (500,), ()",
       "c.studies = {}",
@@ -205,4 +205,4 @@ def test_capacity_section_without_a_known_density(tmp_path):
     assert "Seeds per cell, by n: n=32: 1, n=128: 1, n=16384: 1." in text
     assert "### Shorter" in text and "the same way: W(0.05) = 0.125, W(0.08) = 0.125." in text
     assert (res / "cap_digits_grid.png").exists() and (res / "cap_digits_grid_earlier.csv").exists()
-    assert len(sweep.read_csv(str(res / "cap_digits_grid_points.csv"))) == 15
+    assert len(sweepdir.read_csv(str(res / "cap_digits_grid_points.csv"))) == 15

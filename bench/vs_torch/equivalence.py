@@ -1,4 +1,4 @@
-"""Asserts that bench/torch_reference.py computes what dit_jax computes, row by row.
+"""Asserts that bench/vs_torch/torch_reference.py computes what dit_jax computes, row by row.
 
 Run by the bench (stack_worker.py --stack check) before anything is timed, in a
 process of its own because it loads both stacks. On weights moved off the adaLN-Zero
@@ -12,10 +12,10 @@ import numpy as np
 import optax
 import torch
 
-from bench import jax_side
-from bench import rows
-from bench import torch_reference as ref
-from bench import torch_side
+from bench.vs_torch import jax_side
+from bench.vs_torch import rows
+from bench.vs_torch import torch_reference as ref
+from bench.vs_torch import torch_side
 from dit_jax import diffusion, state as state_lib
 from dit_jax.models import dit
 

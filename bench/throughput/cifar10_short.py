@@ -1,7 +1,7 @@
 """A shortened Table 1 run (configs/cifar10_5k.py) on a GPU: what it costs, what it measures.
 
-  python bench/cifar10_short.py --out runs/cifar10_short            # on a GPU machine
-  python bench/cifar10_short.py --out /tmp/c --runlocal --allow_cpu  # a check of the script
+  python bench/throughput/cifar10_short.py --out runs/cifar10_short            # on a GPU machine
+  python bench/throughput/cifar10_short.py --out /tmp/c --runlocal --allow_cpu  # a check of the script
 Trains S/2 on the 5k subset for --steps, evaluates it (the `original` row), then prunes
 20% of the heads by head_grad, random and select_taylor (ours), and 0% (the control), fine-
 tunes each --ft steps and evaluates it, every evaluation with `fid`. It uses CIFAR-10
@@ -22,7 +22,8 @@ import jax
 import numpy as np
 import tensorflow_datasets as tfds
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
 from configs import cifar10_5k  # noqa: E402
 from dit_jax import configlib, train, writers  # noqa: E402
 

@@ -1,17 +1,18 @@
 """dit_jax's side of the torch-vs-JAX bench: each row's function as dit_jax runs it.
 
-Training times the step the loop runs (train_step.jit_train_step over state.init_state's
-state, fence included, donated, metrics out); forward a jitted dit.apply; sampling
-state.make_sampler's jitted DDIM loop, as evaluation and the sample hook call it.
+Training times the step the loop runs (bench/timing.py's TrainSteps: train_step's
+jitted step over a sharded state, fence included, donated, one step in flight); forward
+a jitted dit.apply; sampling make_sampler's jitted DDIM loop, as evaluation and the
+sample hook call it.
 """
-import time
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bench.rows import row_inputs
-from dit_jax import config_check, configlib, sampling, sharding, state as state_lib, train_step
+from bench import timing
+from bench.timing import matmul_gflops  # noqa: F401 (stack_worker asks each side for it)
+from bench.vs_torch.rows import row_inputs
+from dit_jax import config_check, configlib, sampling, sharding, state as state_lib
 from dit_jax.models import dit
 
 
@@ -61,26 +62,9 @@ def unflatten(flat):
 
 
 def train_runner(row, params):
-  config = config_for(row)
-  setup = state_lib.make_setup(config, arch_for(row))
-  state = state_lib.init_state(setup, jax.random.PRNGKey(0))
-  state = dict(state, params=params, ema=jax.tree.map(jnp.copy, params),
-               opt_state=setup.tx.init(params))
-  mesh = sharding.make_mesh()
-  sh = sharding.shardings_of(state, mesh)
-  step_fn = train_step.jit_train_step(setup, config, sh, mesh)
-  batch = sharding.put_batch({"x": row_inputs(row)[0]}, mesh)
-  current, pending = jax.device_put(state, sh), None
-
-  def run():
-    """One step as train._loop runs it: dispatched before the last step's loss is read."""
-    nonlocal current, pending
-    current, metrics = step_fn(current, batch)
-    if pending is not None:
-      float(pending["train/loss"])
-    pending = metrics
-
-  return run, lambda: jax.block_until_ready(pending)
+  steps = timing.TrainSteps(config_for(row), arch_for(row), {"x": row_inputs(row)[0]},
+                            sharding.make_mesh(), params=params)
+  return steps.step, steps.finish
 
 
 def forward_runner(row, params):
@@ -109,16 +93,3 @@ def runner(row, flat_params):
   run()
   finish()
   return run, finish
-
-
-def matmul_gflops(n, reps=10):
-  """fp32 n x n matmul throughput of jnp.dot, jitted: the stack's own ceiling."""
-  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
-  mm = jax.jit(jnp.dot)
-  jax.block_until_ready(mm(a, a))
-  times = []
-  for _ in range(reps):
-    t0 = time.perf_counter()
-    jax.block_until_ready(mm(a, a))
-    times.append(time.perf_counter() - t0)
-  return 2 * n ** 3 / float(np.median(times)) / 1e9

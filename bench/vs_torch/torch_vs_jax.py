@@ -1,13 +1,13 @@
 """dit_jax against a PyTorch DiT of the same shape and weights, timed side by side.
 
   make bench                                    # torch installed, all rows, 5 rounds
-  python bench/torch_vs_jax.py                  # the same (torch==2.13.0 in the venv)
-  python bench/torch_vs_jax.py --quick          # a smoke run: small rows, 2 rounds
-  python bench/torch_vs_jax.py --rows tiny2_8x8x1_train_b32 --rounds 7
+  python bench/vs_torch/torch_vs_jax.py                  # the same (torch==2.13.0 in the venv)
+  python bench/vs_torch/torch_vs_jax.py --quick          # a smoke run: small rows, 2 rounds
+  python bench/vs_torch/torch_vs_jax.py --rows tiny2_8x8x1_train_b32 --rounds 7
 
 For each row it first checks, in a process holding both stacks, that the PyTorch model
-(bench/torch_reference.py) has dit_jax's parameter count and, with the same weights, its
-outputs (1e-5), loss, gradients, AdamW+EMA steps (bench/equivalence.py). Then one
+(bench/vs_torch/torch_reference.py) has dit_jax's parameter count and, with the same weights, its
+outputs (1e-5), loss, gradients, AdamW+EMA steps (bench/vs_torch/equivalence.py). Then one
 process per stack (`jax`: dit_jax's own jitted train step, sampler or forward; `eager`
 and `compile`: PyTorch eager and torch.compile), each pinned to the same `--threads`
 CPUs, compiles and warms up (not timed), and the stacks take turns: each round asks
@@ -26,8 +26,9 @@ import tempfile
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.rows import QUICK_ROWS, ROWS  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+from bench.vs_torch.rows import QUICK_ROWS, ROWS  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TARGETS = {"train": {"eager": 1.2, "compile": 1.0}, "sample": {"eager": 1.2}}

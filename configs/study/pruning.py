@@ -1,14 +1,14 @@
-"""What docs/RESULTS.md is made from: the issue-10 sweeps, their commands, the verdict's terms.
+"""The pruning study docs/RESULTS.md is made from: its sweeps, their commands, the verdict's terms.
 
-  python scripts/results.py --config configs/results/pruning.py:root=/work/runs
-  python scripts/results.py --config configs/results/pruning.py:from_csv
+  python scripts/results.py --config configs/study/pruning.py:root=runs
+  python scripts/results.py --config configs/study/pruning.py:from_csv
 
 `root` is where the sweeps' workdirs are; `from_csv` rebuilds everything from the
 merged csv files the first form copied into docs/results/ (no workdirs needed).
 A study's workdirs are merged by point name: the seeds of one dataset may have
 run as separate sweep commands (one per core), listed here with the command each.
-The first session's workdirs are gone (a later machine did not keep them); their rows
-are `git show 26bef4b:docs/results/NAME_steps.csv`, saved into root as
+The first round of sweeps' workdirs are gone (a later machine did not keep them); their
+rows are `git show 26bef4b:docs/results/NAME_steps.csv`, saved into root as
 NAME_earlier_steps.csv. Base runs rerun later to add methods to a seed are checked
 against those rows, digit for digit (RESULTS.md says so under each study).
 """
@@ -17,7 +17,7 @@ from dit_jax import configlib
 _COMMON = ("ft=2000,evals=0+250+500+1000+2000,budgets=h20m50,"
            "methods=random+select_taylor,scratch=,short=")
 _SWEEP = "python scripts/sweep.py --config configs/sweeps/prune_ratio.py:"
-# the second session (this machine kept no workdirs of the first): all five digits seeds
+# the second round of sweeps (its machine kept no workdirs of the first): all five digits seeds
 # from new base runs; seeds 0, 1 and 3 evaluate their base run at `at` only
 _DIGITS2 = ("data=digits,at=8000,ft=2000,evals=0+250+500+1000+2000,budgets=h20m50,short=,"
             "scratch=,methods=random+select_taylor+head_grad+contrast")
@@ -83,7 +83,7 @@ def get_config(arg=None):
   gmm_cap = dict(
       grid=tuple(f"grid_gmm_{x}" for x in "bcdefghij"), search=("cap_gmm",),
       earlier=("grid_gmm_a",), fts=(500,), data="gmm", oracle="excess",
-      tols=(0.05, 0.1, 0.25, 0.5),  # the issue's W*(5%), and wider ones for its shape
+      tols=(0.05, 0.1, 0.25, 0.5),  # W*(5%), and wider ones for its shape
       earlier_title="The large-n rows trained 3,000 steps (their first run, for comparison)",
       commands=(f"{grid}ns=32+128 --workdir grid_gmm_b",
                 f"{grid}ns=512,widths=1+0.75+0.5 --workdir grid_gmm_c",

@@ -1,7 +1,7 @@
 """Measured speedup of a physically pruned DiT against its FLOPs ratio.
 
-  python bench/prune_speed.py                 # one JSON object per (setting, batch)
-  python bench/prune_speed.py --batches 128   # training at batch 128 only
+  python bench/pruning/prune_speed.py                 # one JSON object per (setting, batch)
+  python bench/pruning/prune_speed.py --batches 128   # training at batch 128 only
 
 Training: one jitted step (forward + backward + AdamW + EMA) of the default
 config's model. Sampling: a 20-step DDIM loop over 256 images. Everything is
@@ -18,61 +18,18 @@ import argparse
 import json
 import os
 import sys
-import time
 
 import jax
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+from bench import timing  # noqa: E402
 from configs import default  # noqa: E402
-from dit_jax import config_check, pruning, sampling, sharding, state as state_lib, train_step  # noqa: E402
+from dit_jax import config_check, pruning, sampling, sharding, state as state_lib  # noqa: E402
 from dit_jax.models import dit  # noqa: E402
 
 SETTINGS = [(0.25, 0.0), (0.25, 0.5), (0.5, 0.5), (0.5, 0.75)]  # (head ratio, MLP ratio)
-
-
-def paired(fn_a, fn_b, reps):
-  """Median seconds of fn_a and of fn_b, timed alternately so drift hits both alike."""
-  jax.block_until_ready(fn_a())
-  jax.block_until_ready(fn_b())
-  ta, tb = [], []
-  for _ in range(reps):
-    for fn, out in ((fn_a, ta), (fn_b, tb)):
-      t0 = time.perf_counter()
-      jax.block_until_ready(fn())
-      out.append(time.perf_counter() - t0)
-  return float(np.median(ta)), float(np.median(tb))
-
-
-def _xla_flops(compiled):
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return float(cost.get("flops", float("nan"))) if cost else float("nan")
-
-
-def steps_per_call(batch):
-  """Train steps per timed call: enough that small batches run for ~1 s a call."""
-  return max(5, 2048 // batch)
-
-
-def train_runner(config, arch, mesh, batch):
-  """(a function running steps_per_call(batch) jitted train steps, XLA FLOPs of one)."""
-  setup = state_lib.make_setup(config, arch)
-  state = state_lib.init_state(setup, jax.random.PRNGKey(0))
-  sh = sharding.shardings_of(state, mesh)
-  step_fn = train_step.jit_train_step(setup, config, sh, mesh)
-  x = np.random.default_rng(0).normal(size=(batch, arch.image_size, arch.image_size,
-                                            arch.channels)).astype(np.float32)
-  b = sharding.put_batch({"x": x}, mesh)
-  holder = {"s": jax.device_put(state, sh)}
-  flops = _xla_flops(step_fn.lower(holder["s"], b).compile())
-
-  def run():
-    for _ in range(steps_per_call(batch)):
-      holder["s"], m = step_fn(holder["s"], b)
-    return m["train/loss"]
-
-  return run, flops
 
 
 def sample_runner(config, arch, num=256):
@@ -96,7 +53,7 @@ def main():
   config = config_check.finalize(default.get_config())
   mesh = sharding.make_mesh()
   base = dit.arch_from_config(config.model, config.data.image_size, config.data.channels, 0)
-  base_train = {b: train_runner(config, base, mesh, b) for b in batches}
+  base_train = {b: timing.train_call(config, base, mesh, b) for b in batches}
   base_sample = sample_runner(config, base)
   rng = np.random.default_rng(0)
   scores = ([rng.random(h) for h in base.heads], [rng.random(m) for m in base.mlp])
@@ -104,10 +61,10 @@ def main():
     keep_h, keep_m = pruning.plan(scores, ratio, mlp_ratio)
     arch, _ = pruning.surgery(base, {"params": {}, "ema": {}, "opt_state": {}}, keep_h, keep_m)
     flops_ratio = dit.flops_per_image(base) / dit.flops_per_image(arch)
-    s0, s1 = paired(base_sample, sample_runner(config, arch), max(args.reps // 2, 2))
+    s0, s1 = timing.paired(base_sample, sample_runner(config, arch), max(args.reps // 2, 2))
     for b in batches:
-      (run0, f0), (run1, f1) = base_train[b], train_runner(config, arch, mesh, b)
-      t0, t1 = (t / steps_per_call(b) for t in paired(run0, run1, args.reps))
+      (run0, f0), (run1, f1) = base_train[b], timing.train_call(config, arch, mesh, b)
+      t0, t1 = (t / timing.steps_per_call(b) for t in timing.paired(run0, run1, args.reps))
       print(json.dumps({
           "bench": "prune_speed", "device": jax.devices()[0].device_kind,
           "batch": b, "heads": list(arch.heads), "mlp": list(arch.mlp),

@@ -1,0 +1,208 @@
+"""docs/RESULTS.md and its figures and csv files, from the sweeps a study spec names.
+
+A spec (configs/study/*.py) lists each study's sweep workdirs and the commands that made
+them. Their rows are merged by point name (the seeds of one dataset may have run as
+separate sweep commands, one per core) and copied to OUT/results/NAME_*.csv; with
+`from_csv` everything is rebuilt from those copies, so the page needs no workdirs and
+rerunning on the same rows gives the same file. Nothing in it is typed in by hand.
+"""
+import os
+
+from dit_jax import workdir as workdir_lib
+from dit_jax.study import capacity
+from dit_jax.study import compare
+from dit_jax.study import sweepdir
+from dit_jax.study import tracker
+
+METRICS = ("mem_ratio", "fd", "nll", "precision", "recall")
+
+
+def _csv(spec, name, kind):
+  return os.path.join(spec.out, "results", f"{name}_{kind}.csv")
+
+
+def _rows(spec, name, sources, kind="steps"):
+  """The merged step rows of `sources` (workdirs or csv files under root), copied to
+  OUT/results/NAME_KIND.csv, or that copy when rebuilding from csv."""
+  if spec.from_csv:
+    return sweepdir.load([_csv(spec, name, kind)]) if sources else []
+  rows = sweepdir.load([os.path.join(spec.root, d) for d in sources])
+  if sources:
+    sweepdir.write_csv(rows, _csv(spec, name, kind), sweepdir.STEP_COLUMNS)
+  return rows
+
+
+def _points(spec, name, workdirs):
+  """The sweeps' sweep.csv rows (one per point, with its pruned shape), merged, copied to
+  OUT/results/NAME_points.csv (read back from there when rebuilding from csv)."""
+  if spec.from_csv:
+    return sweepdir.read_csv(_csv(spec, name, "points"))
+  rows = sweepdir.load([os.path.join(spec.root, d) for d in workdirs], sweepdir.POINTS)
+  sweepdir.write_csv(rows, _csv(spec, name, "points"), sweepdir.COLUMNS)
+  return rows
+
+
+def _figure(spec, png, alt):
+  return f"![{alt}]({os.path.relpath(png, spec.out)})"
+
+
+def _made_by(commands):
+  return ["Made by (workdirs relative to `root`):", "", "```"] + list(commands) + ["```", ""]
+
+
+def _study(spec, name, study):
+  """One dataset's equal-budget study: tables, verdict, durability and the tracker."""
+  rows = _rows(spec, name, study["workdirs"])
+  earlier = _rows(spec, name, study["earlier"], "earlier")
+  out = [f"## {study['title']}", ""] + _made_by(study["commands"])
+  out += [f"Rows: `{spec.out}/results/{name}_steps.csv`. Seeds per point group: "
+          f"{compare.counts(rows)}.", ""]
+  if earlier:
+    out += [f"Rows of an earlier run of some of these points, for comparison only: "
+            f"`{spec.out}/results/{name}_earlier.csv` ({compare.counts(earlier)})."]
+    out += compare.rerun_lines(rows, earlier) + [""]
+  for ft in spec.tables:
+    when = (f"{ft} fine-tuning steps after the prune" if ft else
+            "right after the prune, before any fine-tuning")
+    out += [f"### Equal budget, {when}", "",
+            "Mean ± 95% t-interval over seeds; `vs control` / `vs random`: the paired "
+            "per-seed difference (this row minus the other) and its 95% interval.", "",
+            compare.table(rows, ft, METRICS), ""]
+  out += ["### Verdict", ""] + compare.verdicts(rows, spec.ours, spec.fts, spec.budget)
+  out += ["", compare.target_line(rows, spec.ours, spec.budget, spec.fts), ""]
+  png = compare.durability_plot(rows, os.path.join(spec.out, "results",
+                                                   f"{name}_durability.png"))
+  out += ["### Durability: mem_ratio over fine-tuning", "", _figure(spec, png, "durability"), ""]
+  trows, old = tracker.base_rows(rows, earlier)
+  track = tracker.against_memorization(trows)
+  png = tracker.plot(track, os.path.join(spec.out, "results", f"{name}_tracker.png"),
+                     f"{name}: base runs")
+  out += ["### Does the tracker predict memorization? (base runs)", "",
+          _figure(spec, png, "tracker"), ""] + tracker.lines(track)
+  if old:
+    out.append(f"- seeds {'+'.join(map(str, old))}: the earlier run's base series (this "
+               "study's reruns of them were evaluated at one step only).")
+  return out + [""]
+
+
+def _capacity(spec, name, cap):
+  """A capacity grid, its oracle W* (or a proxy for it), and where the capacity search
+  lands against it. cap["oracle"]: "excess" (the held-out excess over the true score's
+  loss, known density) or "heldout" (the held-out loss itself, the proxy elsewhere)."""
+  cells = capacity.grid_cells(_rows(spec, f"{name}_grid", cap["grid"]))
+  if not spec.from_csv:  # the cells' sweep.csv rows, copied beside their step rows
+    _points(spec, f"{name}_grid", cap["grid"])
+  excess = cap.get("oracle", "excess") == "excess"
+  key = capacity.EXCESS if excess else capacity.HELDOUT
+  out = [f"## {cap['title']}", ""] + _made_by(cap["commands"]) + [cap["notes"], ""]
+  per_n = {}
+  for (n, _), c in sorted(cells.items()):
+    per_n.setdefault(n, set()).add(c["seeds"])
+  out += ["Seeds per cell, by n: " + ", ".join(
+      f"n={n}: {'/'.join(map(str, sorted(k)))}" for n, k in per_n.items()) + ".", ""]
+  tables = [("mem_ratio", "mem_ratio (1,000 samples)"), ("nll", "nll of the samples"),
+            (capacity.EXCESS, "held-out loss's excess over the true score's (EMA)"),
+            (capacity.HELDOUT, "held-out loss (EMA)"), ("fd", "fd"), ("precision", "precision"),
+            ("recall", "recall")]
+  for k, label in tables:
+    if any(k in c for c in cells.values()):
+      digits = 4 if k == capacity.HELDOUT and not excess else 3
+      out += [f"### {label}, by n (rows) and width (columns)", "",
+              capacity.grid_table(cells, k, digits), ""]
+  label = "held-out excess over gt_loss" if excess else "held-out loss (EMA)"
+  png = capacity.grid_plot(cells, os.path.join(spec.out, "results", f"{name}_grid.png"),
+                           cap["data"], key, label)
+  out += [_figure(spec, png, f"{name} grid"), ""]
+  star = "W*" if excess else "W"  # the ground-truth capacity, or its proxy
+  stars, lines = _oracle(spec, name, cap, cells, key, star)
+  onset = capacity.memorization_onset(cells)
+  out += lines + ["Memorization onset (the smallest width with mem_ratio >= 0.1) per n: " +
+                  ", ".join(f"n={n}: {'none' if w is None else f'{w:g}'}"
+                            for n, w in onset.items()) + ".", ""]
+  return out + _search(spec, name, cap, sorted({w for _, w in cells}), stars, star)
+
+
+def _oracle(spec, name, cap, cells, key, star):
+  """{tol: W(tol)} read off the grid's largest n, and the lines that say how."""
+  tols = cap.get("tols", spec.capacity_tols)
+  stars = {t: capacity.w_star(cells, t, key=key) for t in tols}
+  top = max(n for n, _ in cells)
+  if key == capacity.EXCESS:
+    loss_stars = {t: capacity.w_star(cells, t, key=capacity.HELDOUT) for t in tols}
+    out = ["### The ground-truth capacity W*", "",
+           f"At n = {top} (standing in for the density): the smallest width whose held-out "
+           "excess over gt_loss is within (1 + tol) of the full width's: " +
+           ", ".join(f"W*({t:g}) = {w:g}" for t, w in stars.items()) + "; on the held-out "
+           "loss itself (the capacity search's yardstick): " +
+           ", ".join(f"{w:g} at tol {t:g}" for t, w in loss_stars.items()) + ".", ""]
+  else:
+    out = ["### The proxy oracle", "",
+           f"No density is known, so the proxy is read off the largest n ({top}): the "
+           "smallest width whose held-out loss is within (1 + tol) of the full width's, "
+           "where widening stops improving it: " +
+           ", ".join(f"W({t:g}) = {w:g}" for t, w in stars.items()) + ".", ""]
+  if cap.get("earlier"):  # the same cells from a shorter, earlier run: shown, never merged
+    before = capacity.grid_cells(_rows(spec, f"{name}_grid", cap["earlier"], "earlier"))
+    out += [f"### {cap['earlier_title']}", "",
+            f"Rows: `{spec.out}/results/{name}_grid_earlier.csv`.", "",
+            capacity.grid_table(before, key), "", "Read off these rows the same way: " +
+            ", ".join(f"{star}({t:g}) = {capacity.w_star(before, t, key=key):g}" for t in tols)
+            + ".", ""]
+  return stars, out
+
+
+def _search(spec, name, cap, widths, stars, star):
+  """The capacity search's widths against W at each tolerance, and the chosen model
+  against the control and random at its width, judged at cap's `tol`."""
+  tol = cap.get("tol", spec.capacity_tol)
+  budget = cap.get("budget", "cap")
+  keep = lambda r: r["budget"] == budget or r["method"] == compare.CONTROL
+  steps = [r for r in _rows(spec, f"{name}_search", cap["search"]) if keep(r)]
+  points = [r for r in _points(spec, f"{name}_search", cap["search"]) if keep(r)]
+  by_tol = {t: capacity.search_lines(points, widths, w) for t, w in stars.items()}
+  found = by_tol[tol]
+  head = (["seed", "heads kept", "MLP units kept", "kept heads", "kept MLP"]
+          + [f"{star}({t:g}) = {w:g}" for t, w in stars.items()])
+  body = [[f["seed"], "+".join(map(str, f["heads"])), "+".join(map(str, f["mlp"])),
+           f"{f['kept_heads']:.3f}", f"{f['kept_mlp']:.3f}"]
+          + [f"{o[i]['steps_heads']} / {o[i]['steps_mlp']}" for o in by_tol.values()]
+          for i, f in enumerate(found)]
+  out = [f"### The capacity search against {star}({tol:g}) = {stars[tol]:g}", "",
+         f"Grid steps from {star} (heads / MLP) at each tolerance.", "",
+         compare.markdown(head, body)]
+  for ft in cap["fts"]:
+    out += ["", f"### The chosen width against the control and `random` at the same width, "
+            f"{ft} fine-tuning steps after the prune", "",
+            "Mean ± 95% t-interval over seeds; differences paired per seed.", "",
+            compare.table(steps, ft, METRICS), "", f"Verdict at +{ft}:", ""]
+    out += capacity.verdict(steps, found, ft, budget, star=star)
+  return out + [""]
+
+
+def _explore(spec):
+  ex = spec.explore
+  rows = _rows(spec, "explore", ex["workdirs"])
+  return [f"## {ex['title']}", "", "```"] + list(ex["commands"]) + ["```", "",
+          "mem_ratio / fd at each fine-tuning step after the prune (+0: just pruned); one "
+          "seed, so no interval: these chose what the seeds above test.", "",
+          compare.ideas_table(rows), ""]
+
+
+def write(spec, spec_path):
+  """Writes OUT/RESULTS.md (and OUT/results/) for the spec loaded from `spec_path`."""
+  lines = ["# Results: pruning against memorization, at equal budget, over seeds", "",
+           f"Generated by `python scripts/results.py --config {spec_path}:root=ROOT` from "
+           f"the sweep workdirs under ROOT, or by `...:from_csv` from their copies in "
+           f"`{spec.out}/results/`; do not edit by hand. Machine: {spec.machine}. "
+           f"Code: {spec.code}.", "",
+           f"Ours: `{spec.ours}`; the verdict's budget: `{spec.budget}`. Paired intervals are "
+           f"Student-t over seeds (`dit_jax/study/stats.py`); \"within noise\": the interval "
+           "holds zero.", ""]
+  for name, study in spec.studies.items():
+    lines += _study(spec, name, study)
+  for name, cap in (spec.get("capacity") or {}).items():
+    lines += _capacity(spec, name, cap)
+  lines += _explore(spec)
+  target = os.path.join(spec.out, "RESULTS.md")
+  workdir_lib.atomic_write(target, "\n".join(lines))
+  return target
