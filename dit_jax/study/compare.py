@@ -16,7 +16,13 @@ CONTROL = "original"  # the method name of the equally fine-tuned, unpruned cont
 REFERENCE = "random"  # the baseline every method is compared with at its budget
 QUALITY = ("mem_ratio", "fd", "fid", "nll", "precision", "recall")  # absent ones are left out
 LOWER_IS_BETTER = {"mem_ratio": True, "fd": True, "fid": True, "nll": True, "precision": False,
-                   "recall": False}
+                   "recall": False,
+                   # the model's likelihood: lower test_nll is better quality; a smaller
+                   # nll_gap (test - train) is less memorization
+                   "test_nll": True, "nll_gap": True,
+                   # samples against a known density: 0 is a perfect model for both, and
+                   # piling samples on the modes (memorization) raises them
+                   "nll_excess": True, "energy_distance": True}
 # the paired differences a table shows, after its metrics
 DIFFS = ("mem_ratio-control", "mem_ratio-random", "fd-control", "fd-random")
 

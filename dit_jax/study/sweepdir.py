@@ -20,7 +20,10 @@ PLOT = "sweep.png"
 
 COLUMNS = ["name", "method", "budget", "seed", "data", "ratio", "mlp_ratio", "heads", "mlp",
            "mem_ratio", "precision", "recall", "fd", "fid", "nll", "num_params", "flops_per_image",
-           "train_steps_per_sec", "sample_images_per_sec", "step", "ft_steps"]
+           "train_steps_per_sec", "sample_images_per_sec", "step", "ft_steps"] + [
+               # quality copying cannot win, and memorization as a likelihood gap
+               "test_nll", "train_nll", "nll_gap", "nll_gap_se", "nll_excess",
+               "energy_distance"]
 # per evaluated step: the evaluation and what the gap tracker said at that step
 STEP_COLUMNS = ["name", "method", "budget", "seed", "data", "step", "ft_steps", "mem_ratio",
                 "precision", "recall", "fd", "fid", "nll", "d_ratio_p50", "num_params",
@@ -29,7 +32,9 @@ STEP_COLUMNS = ["name", "method", "budget", "seed", "data", "step", "ft_steps", 
                 # known density: the held-out loss's excess over the true score's, per
                 # t-bucket of the default 8 (small t first), and the true score's loss
                 "memo/gt_heldout_loss", "memo_ema/gt_excess"] + [
-                    f"memo_ema/gt_excess_t{b}" for b in range(8)]
+                    f"memo_ema/gt_excess_t{b}" for b in range(8)] + [
+                    "test_nll", "test_nll_se", "train_nll", "train_nll_se", "nll_gap",
+                    "nll_gap_se", "nll_excess", "energy_distance"]
 
 
 def path(sweep_dir, name):
