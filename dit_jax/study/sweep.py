@@ -26,6 +26,7 @@ from dit_jax import workdir as workdir_lib
 from dit_jax import writers
 from dit_jax.configlib import ConfigError
 from dit_jax.study import compare
+from dit_jax.study import frontier
 from dit_jax.study import sweepdir
 
 log = logging.getLogger("dit_jax")
@@ -112,9 +113,12 @@ def run_sweep(config_path, workdir, overrides=None):
     step_rows.extend(_step_rows(point, config, pdir))
     sweepdir.write_points(workdir, rows)
     sweepdir.write_steps(workdir, step_rows)
-  summary = compare.summarize(step_rows)
+  is_frontier = any(r["method"] == frontier.EARLY for r in step_rows)
+  summary = (frontier.summarize if is_frontier else compare.summarize)(step_rows)
   workdir_lib.atomic_write(sweepdir.path(workdir, sweepdir.SUMMARY), summary)
-  if workdir_lib.is_writer():
+  if workdir_lib.is_writer() and is_frontier:
+    frontier.plot(step_rows, sweepdir.path(workdir, sweepdir.PLOT), os.path.basename(workdir))
+  elif workdir_lib.is_writer():
     compare.durability_plot(step_rows, sweepdir.path(workdir, sweepdir.PLOT))
   return rows, step_rows, summary
 

@@ -1,0 +1,79 @@
+"""The frontier's reading of early stopping at equal quality, on rows with known answers."""
+import math
+import os
+
+import numpy as np
+import pytest
+
+from dit_jax.study import frontier
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _es_rows(seed, noise=0.0):
+  """Quality improves linearly with steps; memorization grows linearly with it."""
+  rows = []
+  for i, step in enumerate(range(500, 3001, 500)):
+    rows.append(dict(method="early_stop", seed=seed, step=step, ft_steps=step,
+                     test_nll=2.0 - 0.1 * i, mem_ratio=0.1 * i + noise, nll_gap=0.01 * i,
+                     **{"memo_ema/heldout_loss": abs(i - 3) + 1.0, "memo_ema/index": 0.1 * i}))
+  return rows
+
+
+def test_early_stop_is_read_at_the_first_step_of_equal_quality():
+  curve = _es_rows(0)
+  assert math.isclose(frontier.early_stop_at(curve, 1.85, "mem_ratio"), 0.15)
+  assert frontier.early_stop_at(curve, 2.5, "mem_ratio") == 0.0  # the first checkpoint
+  assert frontier.early_stop_at(curve, 1.0, "mem_ratio") is None  # better than any
+
+
+def test_dominance_pairs_by_seed_and_counts_unmatched_points():
+  rows = []
+  rng = np.random.default_rng(0)
+  for seed in range(5):
+    rows += _es_rows(seed, noise=0.01 * seed)
+    # a point 0.1 below the curve at quality 1.75, and a far better one for seed 4
+    q = 1.0 if seed == 4 else 1.75
+    rows.append(dict(method="pruned", seed=seed, step=2500, ft_steps=500, test_nll=q,
+                     mem_ratio=0.25 + 0.01 * seed - 0.1 + 0.001 * rng.normal(), nll_gap=0.0))
+  d = frontier.dominance(rows, frontier.at_ft(rows, "pruned", 500), "mem_ratio")
+  assert d["n"] == 4 and d["unmatched"] == 1
+  assert abs(d["mean"] + 0.1) < 0.005 and d["half"] < 0.01
+  on_curve = frontier.dominance(rows, frontier.at_step(rows, "early_stop", 1500), "mem_ratio")
+  assert abs(on_curve["mean"]) < 1e-12 and on_curve["unmatched"] == 0
+  md = frontier.table(rows, [("pruned +500", frontier.at_ft(rows, "pruned", 500))])
+  assert "lower (better)" in md and "1 seed(s) better than every early_stop checkpoint" in md
+
+
+def test_stopping_rules_read_only_the_select_split_and_the_tracker():
+  rows = _es_rows(0)
+  assert frontier.val_stop(rows)(0)["step"] == 2000  # the lowest held-out loss
+  assert frontier.tracker_stop(rows, "memo_ema/index", 0.25)(0)["step"] == 2000
+  assert frontier.tracker_stop(rows, "memo_ema/index", 9.0)(0)["step"] == 3000  # never crossed
+  gap = dict(rows[0], **{"memo_ema/gap": 0.2, "memo_ema/heldout_loss": 0.4})
+  assert frontier.tracker_reading(gap, "memo_ema/gap") == 0.5
+
+
+def test_the_frontier_plot_is_drawn(tmp_path):
+  rows = _es_rows(0) + _es_rows(1)
+  path = frontier.plot(rows, str(tmp_path / "f.png"), "test")
+  assert (tmp_path / "f.png").stat().st_size > 1000 and path.endswith("f.png")
+
+
+@pytest.mark.loop
+def test_the_frontier_sweep_runs_every_family_with_likelihoods(tmp_path, data_dir):
+  from dit_jax.study import sweep, sweepdir
+  spec = os.path.join(ROOT, "configs", "sweeps", "frontier.py") + ":runlocal,methods=random"
+  w = str(tmp_path / "frontier")
+  _, step_rows, summary = sweep.run_sweep(spec, w, {"data.data_dir": data_dir})
+  methods = {r["method"] for r in sweepdir.read_csv(os.path.join(w, "sweep_steps.csv"))}
+  assert methods == {"early_stop", "random", "wd1", "w0.5"}
+  for r in step_rows:
+    for key in ("test_nll", "train_nll", "nll_gap", "nll_excess", "energy_distance"):
+      assert np.isfinite(r[key]), (r["name"], key)
+  es = [r["step"] for r in step_rows if r["method"] == "early_stop"]
+  assert es == [10, 20]  # every `every` steps, and the end
+  # the pruned point starts from early_stop's step-10 checkpoint
+  pruned = [r for r in step_rows if r["method"] == "random"]
+  assert [r["ft_steps"] for r in pruned] == [5, 10] and pruned[0]["step"] == 15
+  assert "tracker_stop" in summary and os.path.exists(os.path.join(w, "sweep.png"))
