@@ -189,6 +189,10 @@ def base_config():
   c.prune.min_heads = 1  # heads every block keeps
   c.prune.mlp_multiple = 8  # every block keeps a multiple of this many MLP units
   c.prune.use_ema = False  # score the EMA weights instead of the raw ones
+  c.prune.mask_seed = -1  # >= 0: the importance draw's own seed (random's mask); -1: from seed and step
+  # >= 0: the fine-tuning after the prune draws its batches and noise from this seed
+  # (reruns of one mask with other fine-tuning noise); -1: the run's own streams go on
+  c.prune.finetune_seed = -1
   c.prune.batches = 16  # batches of mask gradients per importance estimate
   c.prune.batch_size = 64  # images per importance batch
   c.prune.t_beta = (0.8, 2.0)  # importance times: t / T ~ Beta(a, b), small t favoured

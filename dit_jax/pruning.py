@@ -249,12 +249,17 @@ def capacity_search(config, setup, state, dataset, mesh, step, scores):
   return tuple(chosen), path
 
 
+def derived_seed(seed, *more):
+  """One 31-bit seed from the run's seed and more numbers (distinct inputs, distinct streams)."""
+  return int(np.random.SeedSequence([seed, *more]).generate_state(1)[0] >> 1)
+
+
 def choose(config, setup, state, dataset, mesh, step):
   """Kept heads and MLP units per block for config.prune at `step`, and a record."""
   pcfg = config.prune
   params = state["ema"] if pcfg.use_ema else state["params"]
-  scores = importance_lib.importance(pcfg.method, setup, params, dataset, pcfg,
-                                     config.seed + step, mesh)
+  seed = config.seed + step if pcfg.mask_seed < 0 else derived_seed(config.seed, pcfg.mask_seed)
+  scores = importance_lib.importance(pcfg.method, setup, params, dataset, pcfg, seed, mesh)
   record = {"method": pcfg.method, "target": pcfg.target}
   if pcfg.target == "capacity":
     ratios, record["capacity_path"] = capacity_search(config, setup, state, dataset, mesh,
@@ -306,6 +311,8 @@ def check_config(p, steps):
       raise ConfigError(f"config.prune.{field}={p[field]!r} must be in [0, 1).")
   if len(p.t_beta) != 2 or not all(b > 0 for b in p.t_beta):
     raise ConfigError(f"config.prune.t_beta={p.t_beta!r} must be two positive numbers (a, b).")
+  check_int(p.mask_seed, "prune.mask_seed", low=-1)
+  check_int(p.finetune_seed, "prune.finetune_seed", low=-1)
   for field in ("batches", "batch_size", "min_heads", "mlp_multiple", "capacity_steps",
                 "capacity_probe", "specific_draws", "specific_select"):
     check_int(p[field], f"prune.{field}")

@@ -204,6 +204,14 @@ def _save_control_start(run, step):
   ckpt.close()
 
 
+def _batch_seed(config, step):
+  """The seed of step's batch: the run's, or after a prune config.prune.finetune_seed's."""
+  p = config.prune
+  if p.finetune_seed < 0 or p.at_step < 0 or step <= p.at_step:
+    return config.seed
+  return pruning.derived_seed(config.seed, 1 + p.finetune_seed)
+
+
 def prune_now(run, step):
   """Importance -> surgery -> re-jit, in the middle of a run (config.prune)."""
   config = run.config
@@ -214,6 +222,9 @@ def prune_now(run, step):
     run.before = _evaluate(run, "before_prune")
   arch, state, record = pruning.prune(config, run.setup, run.state, run.dataset,
                                       run.mesh, step)
+  if config.prune.finetune_seed >= 0:  # the fine-tuning's noise from its own seed
+    state = dict(state, rng=jax.random.PRNGKey(
+        pruning.derived_seed(config.seed, 1 + config.prune.finetune_seed)))
   run.set_state(state, state_lib.make_setup(config, arch))
   run.pruned = record
   run.writer.write(step, {"prune/num_params": record["num_params"],
@@ -309,7 +320,7 @@ def _steps(run, start, extra_hooks):
   pending = None
   try:
     for step in range(start + 1, config.train.steps + 1):
-      batch = train_step.get_batch(run.dataset, config.seed, step - 1,
+      batch = train_step.get_batch(run.dataset, _batch_seed(config, step), step - 1,
                                    config.train.batch_size, run.mesh,
                                    labels=bool(run.setup.arch.num_classes))
       run.state, metrics = run.step_fn(run.state, sharding.put_batch(batch, run.mesh))

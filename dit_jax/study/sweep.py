@@ -27,6 +27,7 @@ from dit_jax import writers
 from dit_jax.configlib import ConfigError
 from dit_jax.study import compare
 from dit_jax.study import frontier
+from dit_jax.study import headroom
 from dit_jax.study import sweepdir
 
 log = logging.getLogger("dit_jax")
@@ -114,7 +115,12 @@ def run_sweep(config_path, workdir, overrides=None):
     sweepdir.write_points(workdir, rows)
     sweepdir.write_steps(workdir, step_rows)
   is_frontier = any(r["method"] == frontier.EARLY for r in step_rows)
-  summary = (frontier.summarize if is_frontier else compare.summarize)(step_rows)
+  if is_frontier:
+    summary = frontier.summarize(step_rows)
+  elif any(r["method"] == "mask" for r in step_rows):
+    summary = headroom.summarize(step_rows)
+  else:
+    summary = compare.summarize(step_rows)
   workdir_lib.atomic_write(sweepdir.path(workdir, sweepdir.SUMMARY), summary)
   if workdir_lib.is_writer() and is_frontier:
     frontier.plot(step_rows, sweepdir.path(workdir, sweepdir.PLOT), os.path.basename(workdir))
