@@ -146,13 +146,29 @@ def save_nn_pairs(samples_NHWC, train_NHWC, nn_idx, d1sq, d2sq, path, value_rang
   return save_figure(fig, path)
 
 
+# metric names in words for axis labels; a name not here is shown as it is
+METRIC_LABELS = {
+    "memo_ema/index": "memo index, EMA (0: true score, 1: memorizing)",
+    "memo/index": "memo index (0: true score, 1: memorizing)",
+    "memo_ema/gap": "held-out minus training loss, EMA",
+    "memo/gap": "held-out minus training loss",
+    "train/loss": "training loss",
+}
+
+
 def compare_runs(runs, labels, key, path, title=None):
-  """One metric over training for several runs (lists of metrics rows; e.g. small vs large n)."""
+  """One metric over training for several runs (lists of metrics rows; e.g. small vs large n).
+
+  An index is drawn with its landmarks, 0 (the true score) and 1 (the memorizing
+  score); a gap with its 0 (no generalization gap)."""
   fig, (ax,) = new_figure(width=5.5)
   for rows, label in zip(runs, labels):
     xy = _series(rows, key)
     if xy is not None:
       ax.plot(*xy, label=label)
-  ax.set(xlabel="step", ylabel=key, title=title or key)
+  name = METRIC_LABELS.get(key, key)
+  for y in (0.0, 1.0) if key.endswith("/index") else (0.0,) if key.endswith("/gap") else ():
+    ax.axhline(y, color="k", lw=0.5, ls="--")
+  ax.set(xlabel="training step", ylabel=name, title=title or name)
   ax.legend(fontsize=8)
   return save_figure(fig, path)

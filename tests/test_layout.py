@@ -100,6 +100,22 @@ def test_lazy_and_package_imports_are_seen(tmp_path):
   assert upward(graph) == [("dit_jax.train", "dit_jax.study.doc")]
 
 
+def test_the_library_imports_nothing_that_sits_on_it():
+  """dit_jax never imports the scripts, benches, tests or experiment configs built on it
+  (it reads a config file by path, through configlib)."""
+  above = ("bench", "scripts", "tests", "configs")
+  found = []
+  for dirpath, _, files in os.walk(PKG):
+    for f in files:
+      if f.endswith(".py"):
+        tree = ast.parse(open(os.path.join(dirpath, f), encoding="utf-8").read())
+        for node in ast.walk(tree):
+          names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                   [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+          found += [(f, n) for n in names if n.split(".")[0] in above]
+  assert found == []
+
+
 def test_no_module_is_named_results():
   names = {m.rsplit(".", 1)[-1] for m in import_graph()}
   names |= {d for _, dirs, _ in os.walk(PKG) for d in dirs}

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from dit_jax.study import capacity, compare, sweepdir, tracker
+from dit_jax.study import capacity, compare, stats, sweepdir, tracker
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -206,3 +206,16 @@ def test_capacity_section_without_a_known_density(tmp_path):
     assert "### Shorter" in text and "the same way: W(0.05) = 0.125, W(0.08) = 0.125." in text
     assert (res / "cap_digits_grid.png").exists() and (res / "cap_digits_grid_earlier.csv").exists()
     assert len(sweepdir.read_csv(str(res / "cap_digits_grid_points.csv"))) == 15
+
+
+def test_figure_labels_and_a_bounded_interval_for_ratios():
+  assert compare.budget_label("h20m50") == "20% of heads + 50% of MLP units removed"
+  assert compare.budget_label("h20") == "20% of heads removed"
+  assert compare.method_label("original").startswith("control")
+  # five seeds near 0: a t-interval reaches below 0, the bootstrap stays in the values' range
+  vals = [0.0, 0.0, 0.0, 0.0, 0.1]
+  mean, half, _ = stats.t_interval(vals)
+  assert mean - half < 0
+  mean, low, high, n = stats.bootstrap_interval(vals)
+  assert n == 5 and 0.0 <= low <= mean <= high <= 0.1
+  assert stats.bootstrap_interval([0.4]) == (0.4, 0.4, 0.4, 1)

@@ -71,14 +71,15 @@ def memorization_onset(cells, level=0.1):
   return out
 
 
-def grid_plot(cells, path, title, key=EXCESS, label="held-out excess over gt_loss"):
+def grid_plot(cells, path, title, key=EXCESS,
+              label="held-out excess over the true score's loss"):
   """mem_ratio and `key` (the oracle's: the held-out excess over the true score's loss
   where the density is known, else the held-out loss) over (width, n); then the excess
   per t-bucket at the largest n where the grid has it, else `key` over width per n."""
   ns = sorted({n for n, _ in cells})
   widths = sorted({w for _, w in cells})
   fig, axes = report.new_figure(3, width=4.2)
-  for ax, k, lab, norm in ((axes[0], "mem_ratio", "mem_ratio", None),
+  for ax, k, lab, norm in ((axes[0], "mem_ratio", "memorization ratio", None),
                            (axes[1], key, f"{label} (log)", matplotlib.colors.LogNorm())):
     grid = np.array([[cells.get((n, w), {}).get(k, np.nan) for w in widths] for n in ns])
     im = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis", norm=norm)
@@ -87,25 +88,29 @@ def grid_plot(cells, path, title, key=EXCESS, label="held-out excess over gt_los
     ax.set(xlabel="width (fraction of tiny's heads and MLP units)", ylabel="n", title=lab)
     for i in range(len(ns)):
       for j in range(len(widths)):
-        if np.isfinite(grid[i, j]):
-          ax.text(j, i, f"{grid[i, j]:.2g}", ha="center", va="center", fontsize=7, color="w")
+        if np.isfinite(grid[i, j]):  # dark text on viridis' bright (yellow, green) end
+          bright = im.norm(grid[i, j]) > 0.6
+          ax.text(j, i, f"{grid[i, j]:.2g}", ha="center", va="center", fontsize=7,
+                  color="k" if bright else "w")
     fig.colorbar(im, ax=ax)
   top = max(ns)
   buckets = {w: sorted((int(k.rsplit("_t", 1)[1]), v) for k, v in cells.get((top, w), {}).items()
                        if k.startswith(EXCESS + "_t")) for w in widths}
   if any(buckets.values()):
     for w, ts in buckets.items():
-      if ts:
-        axes[2].plot([b for b, _ in ts], [v for _, v in ts], "o-", label=f"width {w:g}")
-    axes[2].set(xlabel="t-bucket (small t first)", ylabel="excess over gt_loss",
-                title=f"{title}: n = {top}", yscale="log")
+      if ts:  # bucket b holds t/T in [b/B, (b+1)/B): drawn at its centre
+        axes[2].plot([(b + 0.5) / len(ts) for b, _ in ts], [v for _, v in ts], "o-",
+                     label=f"width {w:g}")
+    axes[2].set(xlabel="noise level t / T (bucket centres)",
+                ylabel="held-out excess over the true score's loss",
+                title=f"{title}: n = {top}, by noise level", yscale="log", xlim=(0, 1))
   else:
     for n in ns:  # relative to the full width's, so that every n shows on one axis
       ws = [w for w in widths if key in cells.get((n, w), {})]
       full = cells[(n, max(ws))][key]
       axes[2].plot(ws, [cells[(n, w)][key] / full for w in ws], "o-", label=f"n = {n}")
     axes[2].axhline(1.0, color="k", lw=0.5)
-    axes[2].set(xlabel="width", ylabel="over the full width's", xscale="log",
+    axes[2].set(xlabel="width", ylabel=f"{label} / the full width's", xscale="log",
                 title=f"{title}: {label}")
     axes[2].set_xticks(widths, [f"{w:g}" for w in widths])
     axes[2].minorticks_off()

@@ -5,6 +5,7 @@ seed has its own training subset and base run, shared by every method, so a meth
 difference from another is the paired per-seed difference and its Student-t interval.
 """
 import math
+import re
 
 import numpy as np
 
@@ -206,22 +207,50 @@ def ideas_table(rows, method_order=None):
   return markdown(["method", "budget", "seed"] + [f"mem / fd at +{f}" for f in fts], body)
 
 
+def budget_label(budget):
+  """A budget code in words: 'h20m50' -> '20% of heads + 50% of MLP units removed'."""
+  if budget == "cap":
+    return "the width the capacity search chose"
+  m = re.fullmatch(r"h(\d+)(?:m(\d+))?", str(budget))
+  if m is None:
+    return str(budget)
+  cut = [f"{m.group(1)}% of heads"] + ([f"{m.group(2)}% of MLP units"] if m.group(2) else [])
+  return " + ".join(cut) + " removed"
+
+
+def method_label(method):
+  return "control (nothing removed)" if method == CONTROL else method
+
+
 def durability_plot(rows, path):
-  """mem_ratio against fine-tuning steps per budget and method (mean ± 95% interval)."""
+  """mem_ratio against fine-tuning steps (0: just pruned), one panel per budget, each
+  method's mean over seeds with a 95% bootstrap interval (bounded like the ratio); a
+  series with one seed is drawn hollow and dotted, and says so in the legend."""
   budgets = list(dict.fromkeys(r["budget"] for r in rows
                                if r["budget"] != BASE and r["method"] != CONTROL))
-  fig, axes = report.new_figure(max(1, len(budgets)), width=4.5)
+  # one colour per method across panels, the control's first
+  colors = {m: f"C{i}" for i, m in enumerate(dict.fromkeys(
+      [CONTROL] + [r["method"] for r in rows if r["budget"] != BASE]))}
+  fig, axes = report.new_figure(max(1, len(budgets)), width=4.8)
   for ax, budget in zip(axes, budgets or [None]):
     methods = list(dict.fromkeys(r["method"] for r in rows
                                  if r["budget"] == budget or r["method"] == CONTROL))
     for m in methods:
       rs = [r for r in rows if r["method"] == m and (r["budget"] == budget or m == CONTROL)
-            and r["ft_steps"] > 0 and r.get("mem_ratio") is not None]
+            and r["ft_steps"] >= 0 and r.get("mem_ratio") is not None]
       fts = sorted({r["ft_steps"] for r in rs})
-      iv = [stats.t_interval([r["mem_ratio"] for r in rs if r["ft_steps"] == f]) for f in fts]
-      if fts:
-        ax.errorbar(fts, [v[0] for v in iv], yerr=[np.nan_to_num(v[1]) for v in iv],
-                    marker="o", capsize=3, label=m)
-    ax.set(xlabel="fine-tuning steps", ylabel="memorization ratio", title=f"budget {budget}")
+      if not fts:
+        continue
+      iv = np.array([stats.bootstrap_interval([r["mem_ratio"] for r in rs
+                                               if r["ft_steps"] == f]) for f in fts])
+      one = iv[:, 3].max() == 1
+      ax.errorbar(fts, iv[:, 0], yerr=[iv[:, 0] - iv[:, 1], iv[:, 2] - iv[:, 0]],
+                  marker="o", capsize=3, ls=":" if one else "-", mfc="none" if one else None,
+                  color=colors[m],
+                  label=method_label(m) + (" (1 seed)" if one else f" ({int(iv[:, 3].min())} "
+                                           "seeds)"))
+    ax.set(xlabel="fine-tuning steps after the prune (0: just pruned)",
+           ylabel="memorization ratio (mean, 95% bootstrap)", ylim=(0, 1),
+           title=budget_label(budget))
     ax.legend(fontsize=7)
   return report.save_figure(fig, path)

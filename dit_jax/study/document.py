@@ -109,7 +109,7 @@ def _capacity(spec, name, cap):
       digits = 4 if k == capacity.HELDOUT and not excess else 3
       out += [f"### {label}, by n (rows) and width (columns)", "",
               capacity.grid_table(cells, k, digits), ""]
-  label = "held-out excess over gt_loss" if excess else "held-out loss (EMA)"
+  label = "held-out excess over the true score's loss" if excess else "held-out loss (EMA)"
   png = capacity.grid_plot(cells, os.path.join(spec.out, "results", f"{name}_grid.png"),
                            cap["data"], key, label)
   out += [_figure(spec, png, f"{name} grid"), ""]

@@ -46,3 +46,19 @@ def fmt_interval(mean, half, digits=3):
   if not math.isfinite(half):
     return f"{mean:.{digits}g}"
   return f"{mean:.{digits}g} ± {half:.2g}"
+
+
+def bootstrap_interval(values, level=0.95, draws=2000, seed=0):
+  """(mean, low, high, n): the percentile bootstrap of the mean over `values` (seeds).
+
+  For a figure of proportions: resampled means stay within the values' own range, so
+  a ratio's interval never leaves [0, 1], where mean ± a t half-width can fall below 0.
+  With one value the interval is that value (n says so).
+  """
+  vals = np.asarray([v for v in values if v is not None and math.isfinite(v)], np.float64)
+  if len(vals) == 0:
+    return math.nan, math.nan, math.nan, 0
+  rng = np.random.default_rng(seed)
+  means = vals[rng.integers(0, len(vals), (draws, len(vals)))].mean(axis=1)
+  low, high = np.quantile(means, [0.5 - level / 2, 0.5 + level / 2])
+  return float(vals.mean()), float(low), float(high), len(vals)

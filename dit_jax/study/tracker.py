@@ -73,16 +73,23 @@ def against_memorization(rows, key=None):
 
 
 def plot(track, path, title):
-  """Per seed, mem_ratio and the tracker over training steps, and the one against the other."""
-  fig, (ax1, ax2) = report.new_figure(2, width=4.5)
+  """Per seed, mem_ratio and the tracker over training steps (one panel each: they are
+  different quantities), then the one against the other at the same (seed, step)."""
+  label = report.METRIC_LABELS.get(track["key"], track["key"])
+  fig, (mem_ax, trk_ax, pair_ax) = report.new_figure(3, width=4.2)
   for seed, (steps, mem, trk) in track["per_seed"].items():
-    line, = ax1.plot(steps, mem, "o-", label=f"seed {seed}")
-    ax1.plot(steps, trk, "s--", color=line.get_color())
-    ax2.plot(trk, mem, "o", color=line.get_color(), label=f"seed {seed}")
-  ax1.set(xlabel="training step", ylabel="mem_ratio (o-) / " + track["key"] + " (s--)",
-          title=title)
-  ax2.set(xlabel=track["key"], ylabel="mem_ratio", title="same points, paired")
-  ax1.legend(fontsize=7)
+    line, = mem_ax.plot(steps, mem, "o-", label=f"seed {seed}")
+    trk_ax.plot(steps, trk, "s-", color=line.get_color(), label=f"seed {seed}")
+    pair_ax.plot(trk, mem, "o", color=line.get_color(), label=f"seed {seed}")
+  mem_ax.set(xlabel="training step", ylabel="memorization ratio", ylim=(0, 1),
+             title=title)
+  trk_ax.set(xlabel="training step", ylabel=label, title="the tracker, same runs")
+  if track["key"].endswith("/index"):  # the index's two landmarks: true score, memorizing
+    for y in (0.0, 1.0):
+      trk_ax.axhline(y, color="k", lw=0.5, ls="--")
+  pair_ax.set(xlabel=label, ylabel="memorization ratio", ylim=(0, 1),
+              title="the same (seed, step) pairs")
+  mem_ax.legend(fontsize=7)
   return report.save_figure(fig, path)
 
 
