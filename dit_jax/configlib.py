@@ -113,6 +113,8 @@ def base_config():
   c.model.dtype = "float32"  # compute dtype (float32 | bfloat16); parameters stay float32
   c.model.class_dropout = 0.1  # label dropout for classifier-free guidance
   c.model.fence = "auto"  # CPU cotangent fence (dit._cotangent_fence): auto (CPU only) | on | off
+  c.model.time_scale = 1000.0  # timestep features read network time (in [0, 1]) x this
+  c.model.pos_order = "row_col"  # position embedding's first channel half: row_col | col_row
 
   c.diffusion = ml_collections.ConfigDict()
   c.diffusion.schedule = "ddpm_linear"  # ddpm_linear | ddpm_cosine | vp (the paper's OU)
