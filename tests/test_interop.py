@@ -5,6 +5,8 @@ tests/data/dit_interop/ was written once by bench/interop/make_dit_fixture.py in
 torch venv (random weights, DiT's key names and forward math); no torch here.
 """
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -128,3 +130,18 @@ def test_imported_workdir_samples_trains_and_prunes(tmp_path, ref):
   out = str(tmp_path / "pruned")
   _, record = pruning.prune_workdir(w, out, ratio=0.5, method="magnitude")
   assert record["heads"] == [1]
+
+
+def test_import_script_and_its_one_line_errors(tmp_path):
+  cmd = [sys.executable, os.path.join(ROOT, "scripts", "import_dit.py"),
+         "--checkpoint", os.path.join(FIXTURE, "dit_ema.pt"), "--workdir", str(tmp_path / "w")]
+  proc = subprocess.run(cmd + ["--heads", "2"], capture_output=True, text=True, cwd=ROOT)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "learn_sigma's variance channels dropped" in proc.stdout
+  assert os.path.exists(tmp_path / "w" / "config.json")
+  again = subprocess.run(cmd + ["--heads", "2"], capture_output=True, text=True, cwd=ROOT)
+  assert again.returncode != 0 and "Traceback" not in again.stderr
+  assert "not empty" in again.stderr
+  no_heads = subprocess.run(cmd[:-1] + [str(tmp_path / "w2")], capture_output=True,
+                            text=True, cwd=ROOT)
+  assert "pass --heads" in no_heads.stderr and "Traceback" not in no_heads.stderr

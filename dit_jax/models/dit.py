@@ -140,7 +140,8 @@ def arch_from_config(model_cfg, image_size, channels, num_classes):
 def check_embedding(model_cfg):
   """config.model.time_scale and pos_order: ConfigError naming the field and the fix."""
   scale = model_cfg.time_scale
-  if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+  if (isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0
+      or not math.isfinite(scale)):
     raise ConfigError(f"config.model.time_scale must be > 0 (1000: dit_jax's; 999: "
                       f"facebookresearch/DiT's step index), got {scale!r}.")
   if model_cfg.pos_order not in POS_ORDERS:
