@@ -5,6 +5,8 @@ modules that own a section check it (data, diffusion, models.dit, pruning) and
 dit_jax.config_check calls them.
 """
 import importlib.util
+import json
+import logging
 import os
 
 import ml_collections
@@ -53,6 +55,27 @@ def load_config_file(path, arg=None):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
+
+
+def read_json_config(file):
+  """A config.json (a workdir's resolved config) on top of the base config: a field
+  added since it was written takes its default, one removed since is ignored."""
+  with open(file, encoding="utf-8") as f:
+    stored = json.load(f)
+  config = base_config()
+  _merge(config, stored, "config")
+  return config
+
+
+def _merge(node, stored, name):
+  for key, value in stored.items():
+    if key not in node:
+      logging.getLogger("dit_jax").warning(
+          "%s.%s in config.json is not a config field (any more); ignored", name, key)
+    elif isinstance(node[key], ml_collections.ConfigDict) and isinstance(value, dict):
+      _merge(node[key], value, f"{name}.{key}")
+    else:
+      node[key] = tuple(value) if isinstance(value, list) else value
 
 
 def get_field(config, field):

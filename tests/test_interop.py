@@ -115,8 +115,10 @@ def test_imported_workdir_samples_trains_and_prunes(tmp_path, ref):
   rng = np.random.default_rng(0)
   np.savez(tmp_path / "lat.npz", images=rng.integers(0, 256, (64, 4, 4, 4), np.uint8),
            labels=np.arange(64) % 5)
-  config = workdir_lib.read_config(w)
-  config = configlib.with_overrides(config, {
+  from_workdir = configlib.load_config_file(os.path.join(ROOT, "configs", "from_workdir.py"))
+  with pytest.raises(ConfigError, match="workdir=DIR"):
+    from_workdir.get_config(f"workdir={tmp_path}")
+  config = configlib.with_overrides(from_workdir.get_config(f"workdir={w}"), {
       "data.name": f"npz:{tmp_path / 'lat.npz'}", "data.n_train": 16, "data.n_select": 16,
       "data.n_test": 16, "train.steps": 2, "train.batch_size": 4, "log_every": 1,
       "checkpoint.every": 2, "memo.every": 0, "eval.at_end": False, "sample.every": 0})
