@@ -11,6 +11,7 @@ import ml_collections
 from dit_jax import configlib
 from dit_jax import data as data_lib
 from dit_jax import diffusion
+from dit_jax import latents
 from dit_jax import pruning
 from dit_jax.configlib import ConfigError, check_choice, check_int
 from dit_jax.models import dit
@@ -84,7 +85,8 @@ def validate(config, num_devices=1):
                       f"config.data.name={config.data.name!r} and its settings.") from e
   diffusion.check_config(config.diffusion)
   # the architecture (divisibility, per-block lists) before any data loads
-  dit.arch_from_config(config.model, config.data.image_size, config.data.channels, 0)
+  dit.arch_from_config(config.model, latents.model_image_size(config.data),
+                       config.data.channels, 0)
 
 
 def finalize(config):

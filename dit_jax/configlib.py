@@ -116,6 +116,8 @@ def base_config():
   c.data.data_dir = placeholder(str)  # TFDS data dir; None: TFDS's default
   c.data.conditional = False  # train with class labels (and label dropout)
   c.data.max_memory_mb = 1024  # a training split larger than this is read from disk per batch
+  c.data.vae = ""  # latent runs: a diffusers AutoencoderKL .safetensors; "": pixel space
+  c.data.latent_dir = "~/.cache/dit_jax/latents"  # latent runs: the encoded splits' cache
   c.data.gmm = ml_collections.ConfigDict()
   c.data.gmm.k = 8  # mixture components
   c.data.gmm.scale = 2.0  # mu_k ~ N(0, scale^2 I)

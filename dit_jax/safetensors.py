@@ -19,22 +19,43 @@ _DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": ml_dtypes.bfloat16,
 _MAX_HEADER = 100 * 2 ** 20  # the format's own limit on the JSON header
 
 
-def load(path):
-  """{name: array} of every tensor in the file (copies, safe to keep after closing)."""
-  if not os.path.isfile(path):
-    raise ConfigError(f"{path} is not a file: give a diffusers .safetensors weights file.")
-  with open(path, "rb") as f:
-    raw = f.read()
-  if len(raw) < 8:
+def _header(f, path):
+  """(header dict, its length in bytes) of an open file."""
+  head = f.read(8)
+  file_size = os.fstat(f.fileno()).st_size
+  if len(head) < 8:
     raise ConfigError(f"{path} is too short to be a .safetensors file.")
-  (size,) = struct.unpack("<Q", raw[:8])
-  if size > min(_MAX_HEADER, len(raw) - 8):
+  (size,) = struct.unpack("<Q", head)
+  if size > min(_MAX_HEADER, file_size - 8):
     raise ConfigError(f"{path} is not a .safetensors file (header length {size}).")
   try:
-    header = json.loads(raw[8:8 + size])
+    return json.loads(f.read(size)), size
   except (UnicodeDecodeError, json.JSONDecodeError) as e:
     raise ConfigError(f"{path} is not a .safetensors file: its header is not JSON ({e}).") from e
-  body = memoryview(raw)[8 + size:]
+
+
+def _open(path):
+  if not os.path.isfile(path):
+    raise ConfigError(f"{path} is not a file: give a diffusers .safetensors weights file.")
+  return open(path, "rb")
+
+
+def shapes(path):
+  """{name: shape} of a file's tensors, reading its header only."""
+  with _open(path) as f:
+    header, _ = _header(f, path)
+  return {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+
+
+def names(path):
+  return list(shapes(path))
+
+
+def load(path):
+  """{name: array} of every tensor in the file (copies, safe to keep after closing)."""
+  with _open(path) as f:
+    header, _ = _header(f, path)
+    body = memoryview(f.read())
   out = {}
   for name, info in header.items():
     if name == "__metadata__":
