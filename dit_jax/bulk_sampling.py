@@ -80,6 +80,7 @@ def sample_to_shards(workdir, out, num, batch=256, seed=0, method=None, steps=No
   (shards written now, shards in the folder, merged file or None)."""
   config, setup, state, meta = workdir_lib.load(workdir)
   arch, scfg = setup.arch, sampling.sample_config(config, method, steps, guidance)
+  vae = vae or config.data.vae or None  # a latent run decodes with its own VAE
   if guidance is not None and not arch.num_classes:
     raise ConfigError("--guidance needs a class-conditional model; this one has no labels.")
   if labels is not None and not arch.num_classes:

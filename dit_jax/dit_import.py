@@ -26,6 +26,8 @@ import numpy as np
 
 from dit_jax import checkpointing
 from dit_jax import configlib
+from dit_jax import latents
+from dit_jax import safetensors
 from dit_jax import state as state_lib
 from dit_jax import torchscript
 from dit_jax import workdir as workdir_lib
@@ -150,11 +152,24 @@ def _check_shapes(params, arch):
                       f"{arch}; the checkpoint's shapes are inconsistent.")
 
 
-def make_config(arch, pos_order, data_name):
-  """The workdir's config: DiT's model, schedule and training recipe on `data_name`."""
+def vae_channels(path):
+  """Latent channels of a diffusers AutoencoderKL file (its post_quant_conv's width)."""
+  shapes = safetensors.shapes(os.path.expanduser(path))
+  if "post_quant_conv.weight" not in shapes:
+    raise ConfigError(f"--vae {path} has no post_quant_conv: not a diffusers AutoencoderKL.")
+  return shapes["post_quant_conv.weight"][0]
+
+
+def make_config(arch, pos_order, data_name, vae=None):
+  """The workdir's config: DiT's model, schedule and training recipe on `data_name`
+  (images encoded by `vae` when given: the model's side is then the latents')."""
   config = configlib.base_config()
   config.data.name = data_name
   config.data.image_size, config.data.channels = arch.image_size, arch.channels
+  if vae:
+    config.data.vae = os.path.abspath(os.path.expanduser(vae))
+    config.data.image_size = arch.image_size * latents.downsample(config.data.vae)
+    config.data.channels = 3
   config.data.conditional = arch.num_classes > 0
   name = next((n for n, v in dit.VARIANTS.items()
                if v == (arch.hidden, arch.depth, arch.heads[0]) and n != "tiny"), "tiny")
@@ -170,14 +185,23 @@ def make_config(arch, pos_order, data_name):
   return config
 
 
-def import_checkpoint(checkpoint, workdir, heads=None, data_name="npz:latents.npz"):
-  """Writes `workdir` (new or empty) from a DiT .pt file; returns (config, arch, learn_sigma)."""
+def import_checkpoint(checkpoint, workdir, heads=None, data_name="imagenet2012", vae=None):
+  """Writes `workdir` (new or empty) from a DiT .pt file; returns (config, arch, learn_sigma).
+
+  vae: the autoencoder the model's latents belong to (recorded as config.data.vae, so
+  sampling, training and evaluation decode and encode with it).
+  """
   if os.path.exists(workdir) and (not os.path.isdir(workdir) or os.listdir(workdir)):
     raise ConfigError(f"--workdir {workdir} exists and is not empty: import into a new "
                       "directory (nothing in this one was changed).")
+  if vae and not os.path.isfile(os.path.expanduser(vae)):
+    raise ConfigError(f"--vae {vae} is not a file: give the autoencoder's .safetensors.")
   params_sd, ema_sd = read_state_dicts(checkpoint)
   arch, pos_order, learn_sigma = infer(ema_sd, heads)
-  config = make_config(arch, pos_order, data_name)
+  if vae and arch.channels != vae_channels(vae):
+    raise ConfigError(f"--vae {vae} has {vae_channels(vae)} latent channels but the "
+                      f"checkpoint's model takes {arch.channels}.")
+  config = make_config(arch, pos_order, data_name, vae)
   setup = state_lib.make_setup(config, arch)
   params, ema = convert(params_sd, arch, learn_sigma), convert(ema_sd, arch, learn_sigma)
   state = {"params": params, "ema": ema, "opt_state": setup.tx.init(params),

@@ -6,6 +6,7 @@ import ml_collections
 import numpy as np
 
 from dit_jax import diffusion
+from dit_jax import latents
 from dit_jax import report
 from dit_jax import sharding
 from dit_jax import state as state_lib
@@ -87,6 +88,8 @@ def sample_to_png(workdir, path, num=64, seed=0, method=None, steps=None, guidan
   value_range = meta["value_range"]
   x = make_sampler(setup, scfg, num, value_range, mesh)(state["ema"], jax.random.PRNGKey(seed))
   x = sharding.gather(x)
+  if config.data.vae:  # a latent model: the grid shows the decoded images
+    x, value_range = latents.decode_file(config.data.vae, x), (-1, 1)
   if workdir_lib.is_writer():
     report.save_grid(x, path, value_range)
   return meta["step"]

@@ -11,8 +11,10 @@ import sys
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from dit_jax import adm, bulk_sampling, configlib, dit_import, fid
+from dit_jax import adm, bulk_sampling, configlib, dit_import, fid, sampling
+from dit_jax import workdir as workdir_lib
 from dit_jax.configlib import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -119,3 +121,15 @@ def test_fid_script_writes_its_row(resumed, tmp_path):
   assert row["num_samples"] == 10 and abs(row["fid"]) < 1e-2
   with open(os.path.join(out, "fid.json"), encoding="utf-8") as f:
     assert json.load(f)["fid"] == row["fid"]
+
+
+def test_a_workdir_imported_with_its_vae_decodes_by_itself(tmp_path):
+  w = str(tmp_path / "w")
+  dit_import.import_checkpoint(DIT, w, heads=2, vae=VAE)
+  config = workdir_lib.read_config(w)
+  assert (config.data.vae, config.data.image_size, config.data.channels) == (VAE, 32, 3)
+  out = str(tmp_path / "s")
+  bulk_sampling.sample_to_shards(w, out, num=4, batch=4, steps=2)  # no --vae: the config's
+  assert _read(out)[0].shape == (4, 32, 32, 3)
+  sampling.sample_to_png(w, str(tmp_path / "grid.png"), num=4, steps=2)
+  assert Image.open(tmp_path / "grid.png").mode == "RGB"
