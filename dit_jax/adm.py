@@ -88,7 +88,7 @@ def merge(out, num):
 
 
 def sample_files(samples):
-  """The .npz files a --samples argument names: a folder's shards (or its merged file), or one file."""
+  """The .npz files --samples names: a folder's shards (or its merged file), or one file."""
   if os.path.isfile(samples):
     return [samples]
   files = [shard_path(samples, i) for i in finished_shards(samples)]

@@ -21,6 +21,7 @@ Two files, one per format the importer reads:
   reference.npz x, t, y and each file's EMA output (NCHW, all output channels)
 """
 import argparse
+import json
 import math
 import os
 
@@ -195,7 +196,8 @@ def main():
            ema_x=x1, ema_y=y1, ema_out=reference(ema, x1, t, y1),
            train_x=x2, train_y=y2, train_out=reference(average, x2, t, y2),
            train_model_out=reference(live, x2, t, y2))
-  print({k: os.path.getsize(os.path.join(args.out, k)) for k in sorted(os.listdir(args.out))})
+  sizes = {k: os.path.getsize(os.path.join(args.out, k)) for k in sorted(os.listdir(args.out))}
+  print(json.dumps(sizes))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ reference.npz: x (NCHW in [-1, 1]), the encoder's latent mean (unscaled), z, and
 decode(z) (z unscaled, as diffusers' decode takes it).
 """
 import argparse
+import json
 import os
 
 import numpy as np
@@ -43,7 +44,8 @@ def main():
     mean = vae.encode(torch.from_numpy(x)).latent_dist.mean.numpy()
     decoded = vae.decode(torch.from_numpy(z)).sample.numpy()
   np.savez(os.path.join(args.out, "reference.npz"), x=x, mean=mean, z=z, decoded=decoded)
-  print({k: os.path.getsize(os.path.join(args.out, k)) for k in sorted(os.listdir(args.out))})
+  sizes = {k: os.path.getsize(os.path.join(args.out, k)) for k in sorted(os.listdir(args.out))}
+  print(json.dumps(sizes))
 
 
 if __name__ == "__main__":
