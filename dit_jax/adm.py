@@ -45,8 +45,9 @@ def write_shard(out, index, images, labels=None):
   os.replace(tmp, path)
 
 
-def check_settings(out, settings):
-  """Records the settings of a new folder, or refuses a resume that differs from them."""
+def check_settings(out, settings, write=True):
+  """Records the settings of a new folder (when `write`), or refuses a resume that
+  differs from them."""
   file = os.path.join(out, SETTINGS)
   if os.path.exists(file):
     with open(file, encoding="utf-8") as f:
@@ -58,6 +59,8 @@ def check_settings(out, settings):
                         "with the same flags, or give another --out (nothing was changed).")
     return False
   os.makedirs(out, exist_ok=True)
+  if not write:
+    return False
   tmp = f"{file}.{os.getpid()}.tmp"
   with open(tmp, "w", encoding="utf-8") as f:
     json.dump(settings, f, indent=2, sort_keys=True)

@@ -99,7 +99,8 @@ def sample_to_shards(workdir, out, num, batch=256, seed=0, method=None, steps=No
               "method": scfg.method, "steps": scfg.steps, "labels": _fingerprint(labels),
               "guidance": scfg.guidance if arch.num_classes else None,
               "vae": _fingerprint(vae)}
-  adm.check_settings(out, settings)  # every process: each writes shards
+  # every process checks (each writes shards); one records them
+  adm.check_settings(out, settings, write=workdir_lib.is_writer())
   total = -(-num // batch)
   done = set(adm.finished_shards(out))
   mine = [i for i in range(total)

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from dit_jax import configlib, dit_import, diffusion, pruning, sampling, state, train
+from dit_jax import configlib, dit_import, pruning, sampling, state, train
 from dit_jax import workdir as workdir_lib
 from dit_jax.configlib import ConfigError
 from dit_jax.models import dit

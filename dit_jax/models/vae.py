@@ -268,8 +268,6 @@ def _to_jax_layout(array, shape, name):
     a = a.transpose(2, 3, 1, 0)
   elif a.ndim == 2:  # torch dense (out, in) -> (in, out)
     a = a.T
-  if a.ndim == 4 and len(shape) == 2 and a.shape[:2] == (1, 1):
-    a = a[0, 0]  # an attention projection saved as a 1x1 convolution (original LDM files)
   if tuple(a.shape) != tuple(shape):
     raise ConfigError(f"{name}: shape {array.shape} does not fit {tuple(shape)}.")
   return a
