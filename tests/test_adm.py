@@ -6,6 +6,7 @@ decoded by the diffusers-format VAE fixture into 32x32 RGB images.
 """
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -133,3 +134,34 @@ def test_a_workdir_imported_with_its_vae_decodes_by_itself(tmp_path):
   assert _read(out)[0].shape == (4, 32, 32, 3)
   sampling.sample_to_png(w, str(tmp_path / "grid.png"), num=4, steps=2)
   assert Image.open(tmp_path / "grid.png").mode == "RGB"
+
+
+def _sample_script(workdir, out, devices, process=None):
+  """scripts/sample.py with `devices` fake CPU devices; process = (port, id) of 2."""
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+             JAX_COMPILATION_CACHE_DIR=os.path.join(ROOT, ".jax_cache"))
+  cmd = [sys.executable, os.path.join(ROOT, "scripts", "sample.py"), "--workdir", workdir,
+         "--out", out, "--num", "10", "--batch", "4", "--steps", "2", "--vae", VAE, "--merge"]
+  if process:
+    cmd += [f"--coordinator=127.0.0.1:{process[0]}", "--num_processes=2",
+            f"--process_id={process[1]}"]
+  return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+
+
+def test_two_processes_draw_their_shares_and_match_one(workdir, tmp_path):
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  two, one = str(tmp_path / "two"), str(tmp_path / "one")
+  procs = [_sample_script(workdir, two, 2, (port, pid)) for pid in (0, 1)]
+  procs.append(_sample_script(workdir, one, 2))
+  outs = [p.communicate(timeout=600) for p in procs]
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  # process 0 drew shards 0 and 2, process 1 shard 1; process 0 merged after both
+  assert "wrote 2 shards; 3 in" in outs[0][0] and "wrote 1 shards; 3 in" in outs[1][0]
+  assert "merged into" in outs[0][0]
+  np.testing.assert_array_equal(_read(two)[0], _read(one)[0])
+  with np.load(os.path.join(two, "samples_10x32x32x3.npz")) as f:
+    np.testing.assert_array_equal(f["arr_0"], _read(one)[0])
