@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from configs import cifar10_5k
-from dit_jax import config_check, configlib, data, latents, train
+from dit_jax import config_check, configlib, data, dit_import, evaluate, latents, train
+from dit_jax import workdir as workdir_lib
 from dit_jax.configlib import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -66,3 +67,22 @@ def test_bad_vae_settings_fail_before_any_loading(tmp_path, data_dir):
     config = latent_config(tmp_path, data_dir, **overrides)
     with pytest.raises(ConfigError, match=match):
       config_check.validate(config_check.finalize(config))
+
+
+def test_imported_dit_with_its_vae_evaluates_in_pixel_space(tmp_path):
+  """scripts/evaluate.py's path on an imported latent DiT: encode, sample, decode, judge."""
+  rng = np.random.default_rng(0)
+  np.savez(tmp_path / "images.npz", images=rng.integers(0, 256, (48, 32, 32, 3), np.uint8),
+           labels=np.arange(48) % 5)
+  w = str(tmp_path / "w")
+  dit_import.import_checkpoint(
+      os.path.join(ROOT, "tests", "data", "dit_interop", "dit_train.pt"), w, heads=2,
+      data_name=f"npz:{tmp_path / 'images.npz'}", vae=VAE)
+  config = configlib.with_overrides(workdir_lib.read_config(w), {
+      "data.n_train": 16, "data.n_select": 16, "data.n_test": 16,
+      "data.latent_dir": str(tmp_path / "latents"), "sample.steps": 2,
+      "eval.num": 8, "eval.feature_steps": 5})
+  workdir_lib.write_config(config, w)
+  summary = evaluate.evaluate_workdir(w)
+  assert np.isfinite(summary["fid"]) and 0 <= summary["mem_ratio"] <= 1
+  assert summary["mem_space"] == latents.MEM_SPACE and summary["step"] == 0
