@@ -11,6 +11,7 @@ import ml_collections
 from dit_jax import configlib
 from dit_jax import data as data_lib
 from dit_jax import diffusion
+from dit_jax import latents
 from dit_jax import likelihood
 from dit_jax import pruning
 from dit_jax.configlib import ConfigError, check_choice, check_int
@@ -86,7 +87,8 @@ def validate(config, num_devices=1):
   diffusion.check_config(config.diffusion)
   likelihood.check_config(config.eval)
   # the architecture (divisibility, per-block lists) before any data loads
-  dit.arch_from_config(config.model, config.data.image_size, config.data.channels, 0)
+  dit.arch_from_config(config.model, latents.model_image_size(config.data),
+                       config.data.channels, 0)
 
 
 def finalize(config):

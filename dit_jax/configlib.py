@@ -5,6 +5,8 @@ modules that own a section check it (data, diffusion, models.dit, pruning) and
 dit_jax.config_check calls them.
 """
 import importlib.util
+import json
+import logging
 import os
 
 import ml_collections
@@ -55,6 +57,27 @@ def load_config_file(path, arg=None):
   return module
 
 
+def read_json_config(file):
+  """A config.json (a workdir's resolved config) on top of the base config: a field
+  added since it was written takes its default, one removed since is ignored."""
+  with open(file, encoding="utf-8") as f:
+    stored = json.load(f)
+  config = base_config()
+  _merge(config, stored, "config")
+  return config
+
+
+def _merge(node, stored, name):
+  for key, value in stored.items():
+    if key not in node:
+      logging.getLogger("dit_jax").warning(
+          "%s.%s in config.json is not a config field (any more); ignored", name, key)
+    elif isinstance(node[key], ml_collections.ConfigDict) and isinstance(value, dict):
+      _merge(node[key], value, f"{name}.{key}")
+    else:
+      node[key] = tuple(value) if isinstance(value, list) else value
+
+
 def get_field(config, field):
   """config.a.b for field "a.b"; None where a part is missing."""
   for part in field.split("."):
@@ -93,6 +116,8 @@ def base_config():
   c.data.data_dir = placeholder(str)  # TFDS data dir; None: TFDS's default
   c.data.conditional = False  # train with class labels (and label dropout)
   c.data.max_memory_mb = 1024  # a training split larger than this is read from disk per batch
+  c.data.vae = ""  # latent runs: a diffusers AutoencoderKL .safetensors; "": pixel space
+  c.data.latent_dir = "~/.cache/dit_jax/latents"  # latent runs: the encoded splits' cache
   c.data.gmm = ml_collections.ConfigDict()
   c.data.gmm.k = 8  # mixture components
   c.data.gmm.scale = 2.0  # mu_k ~ N(0, scale^2 I)
@@ -113,6 +138,8 @@ def base_config():
   c.model.dtype = "float32"  # compute dtype (float32 | bfloat16); parameters stay float32
   c.model.class_dropout = 0.1  # label dropout for classifier-free guidance
   c.model.fence = "auto"  # CPU cotangent fence (dit._cotangent_fence): auto (CPU only) | on | off
+  c.model.time_scale = 1000.0  # timestep features read network time (in [0, 1]) x this
+  c.model.pos_order = "row_col"  # position embedding's first channel half: row_col | col_row
 
   c.diffusion = ml_collections.ConfigDict()
   c.diffusion.schedule = "ddpm_linear"  # ddpm_linear | ddpm_cosine | vp (the paper's OU)

@@ -27,6 +27,8 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from dit_jax import datasets
+from dit_jax import distributed
+from dit_jax import latents
 from dit_jax.configlib import ConfigError, check_int
 from dit_jax.datasets import files
 from dit_jax.datasets import source as source_lib
@@ -52,6 +54,7 @@ class Dataset:
   train_index: np.ndarray | None = None
   select_index: np.ndarray | None = None
   test_index: np.ndarray | None = None
+  pixels: "Dataset | None" = None  # a latent run's images (dit_jax.latents), else None
 
   def splits(self):
     """{split: {size, fingerprint}}: what eval.json records to show which data did what."""
@@ -141,6 +144,10 @@ def check_config(cfg):
     _check_gmm(cfg)
   elif colon or not _tfds_known(name, _data_dir(cfg)):
     raise source_lib.unknown_name(name)
+  if cfg.vae and name == "gmm":
+    raise ConfigError("config.data.vae encodes images; gmm's raw vectors are none: set "
+                      "config.data.vae=''.")
+  latents.check_config(cfg)
 
 
 def split_indices(seed, size, n_train, n_select, n_test):
@@ -225,8 +232,9 @@ def load(cfg, seed: int) -> Dataset:
   else:
     train_x, train_y = source.read(ids[0])
   (select_x, select_y), (test_x, test_y) = map(source.read, ids[1:])
-  return Dataset(train_x, train_y, select_x, select_y, test_x, test_y, source.num_classes,
-                 dict(source.info, num_classes=source.num_classes), *ids)
+  dataset = Dataset(train_x, train_y, select_x, select_y, test_x, test_y, source.num_classes,
+                    dict(source.info, num_classes=source.num_classes), *ids)
+  return latents.encode_dataset(cfg, dataset) if cfg.vae else dataset
 
 
 class DiskRows:

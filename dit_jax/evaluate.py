@@ -11,6 +11,7 @@ import numpy as np
 
 from dit_jax import data as data_lib
 from dit_jax import fid as fid_lib
+from dit_jax import latents
 from dit_jax import likelihood
 from dit_jax import memorization
 from dit_jax import report
@@ -55,6 +56,7 @@ def fid_network(config, dataset):
   to RGB, as FID has no grey mode). gmm's raw vectors have no pixel range to map
   to uint8. Call it before sampling or compiling: missing weights fail in a second.
   """
+  dataset = latents.pixel_dataset(dataset)  # a latent run's FID is on decoded images
   mode, channels = config.eval.fid, dataset.train_x.shape[-1]
   is_image = dataset.info["value_range"] is not None
   if mode == "on" and not is_image:
@@ -86,10 +88,12 @@ def evaluate(config, setup, params, dataset, num=512, seed=0, mesh=None):
 
   Sampling is split over the mesh; every process measures the gathered samples.
   """
+  pixels = latents.pixel_dataset(dataset)  # judging reads images, a latent run's too
+  latent = pixels is not dataset
   fid_net = fid_network(config, dataset)  # before sampling: missing weights fail fast
-  value_range = dataset.info["value_range"]
   samples, imgs_per_s = sampling.draw_samples(setup, config.sample, params, num, seed,
-                                              value_range, mesh=mesh)
+                                              dataset.info["value_range"], mesh=mesh)
+  samples, dataset = latents.decode(dataset, samples), pixels
   flat = samples.reshape(num, -1)
   if isinstance(dataset.train_x, np.ndarray):
     d1, d2, nn = sample_metrics.nearest_two(flat, dataset.train_x)
@@ -114,6 +118,8 @@ def evaluate(config, setup, params, dataset, num=512, seed=0, mesh=None):
   out["fd"] = float(sample_metrics.frechet_distance(real, fake))
   out["fd_space"] = space
   out["splits"] = dataset.splits()
+  if latent:
+    out["mem_space"] = latents.MEM_SPACE
   if fid_net is not None:
     out.update(fid_metrics(config, dataset, samples, fid_net))
   return out, {"samples": samples, "d1sq": d1, "d2sq": d2, "nn": nn}
@@ -154,6 +160,7 @@ def write_report(workdir, sched, extras, dataset, prefix="", buckets=None):
   """The plots of DIR/report/: gap curves, gaps against t, d1/d2, nearest neighbours."""
   if not workdir_lib.is_writer():
     return
+  dataset = latents.pixel_dataset(dataset)
 
   def rpath(name):
     return workdir_lib.path(workdir, workdir_lib.REPORT, name)

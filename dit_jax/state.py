@@ -50,8 +50,10 @@ class Setup:
 
 
 def make_setup(config, arch):
+  dit.check_embedding(config.model)
   graphdef, _ = dit.abstract_model(arch, dit.resolve_fence(config.model.fence),
-                                   config.train.remat)
+                                   config.train.remat, config.model.time_scale,
+                                   config.model.pos_order)
   return Setup(arch, graphdef, diffusion.schedule_from_config(config.diffusion),
                make_optimizer(config.train, config.train.steps))
 

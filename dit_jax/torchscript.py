@@ -1,9 +1,11 @@
-"""Reads the tensors of a TorchScript archive into numpy, without torch.
+"""Reads the tensors of a torch zip archive into numpy, without torch.
 
-A TorchScript file is a zip: `<root>/data.pkl` pickles the module tree, each
+Both a TorchScript file and a `torch.save` checkpoint (the format since torch 1.6)
+are a zip: `<root>/data.pkl` pickles the module tree or the saved object, each
 tensor a call of torch._utils._rebuild_tensor_v2 on a persistent storage id
 whose bytes lie in `<root>/data/<key>`. A restricted unpickler maps those
-calls and storage classes to numpy and every scripted module class to a plain
+calls and storage classes to numpy, every scripted module class and argparse's
+Namespace (training scripts save their flags with the weights) to a plain
 attribute holder; any other global (os.system and the like) is refused, so a
 hostile archive cannot run code here.
 """
@@ -11,12 +13,14 @@ import collections
 import pickle
 import zipfile
 
+import ml_dtypes
 import numpy as np
 
 # storage class -> numpy dtype; the archive's bytes are little-endian
 _STORAGES = {"FloatStorage": "<f4", "DoubleStorage": "<f8", "HalfStorage": "<f2",
              "LongStorage": "<i8", "IntStorage": "<i4", "ShortStorage": "<i2",
-             "CharStorage": "i1", "ByteStorage": "u1", "BoolStorage": "?"}
+             "CharStorage": "i1", "ByteStorage": "u1", "BoolStorage": "?",
+             "BFloat16Storage": np.dtype(ml_dtypes.bfloat16)}
 
 
 class ScriptModule:
@@ -35,8 +39,18 @@ class ScriptModule:
     return {k: v for k, v in self.__dict__.items() if isinstance(v, np.ndarray)}
 
 
-class _Storage(str):
+class Namespace:
+  """argparse.Namespace's state, e.g. the flags a training script saved beside its weights."""
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+
+
+class _Storage:
   """A storage class: only its dtype is needed."""
+
+  def __init__(self, dtype):
+    self.dtype = np.dtype(dtype)
 
 
 def _rebuild_tensor(storage, offset, size, stride, *unused):
@@ -59,6 +73,8 @@ class _Unpickler(pickle.Unpickler):
       return _rebuild_tensor
     if module == "torch" and name in _STORAGES:
       return _Storage(_STORAGES[name])
+    if (module, name) == ("argparse", "Namespace"):
+      return Namespace
     if (module, name) == ("collections", "OrderedDict"):
       return collections.OrderedDict
     if (module, name) == ("torch.jit._pickle", "build_intlist"):
@@ -68,23 +84,28 @@ class _Unpickler(pickle.Unpickler):
       if key not in self._classes:
         self._classes[key] = type(name, (ScriptModule,), {"script_class": key})
       return self._classes[key]
-    raise pickle.UnpicklingError(f"TorchScript archive refers to {module}.{name}, which "
+    raise pickle.UnpicklingError(f"the torch archive refers to {module}.{name}, which "
                                  "this reader does not allow.")
 
   def persistent_load(self, pid):
-    kind, dtype, key, _, numel = pid  # ('storage', class, key, location, numel)
+    kind, storage, key, _, numel = pid  # ('storage', class, key, location, numel)
     if kind != "storage":
       raise pickle.UnpicklingError(f"unknown persistent id {pid!r}")
     raw = self._archive.read(f"{self._root}/data/{key}")
-    return np.frombuffer(raw, np.dtype(dtype), count=numel)
+    return np.frombuffer(raw, storage.dtype, count=numel)
 
 
 def load(path_or_file):
-  """The root ScriptModule of a TorchScript archive (a path or a binary file object)."""
+  """The unpickled root of a torch zip archive (a path or a binary file object): a
+  ScriptModule for TorchScript, the saved object (often a dict of arrays) for torch.save."""
+  if not zipfile.is_zipfile(path_or_file):
+    raise ValueError(f"{path_or_file} is not a torch zip archive: files saved by torch "
+                     "before 1.6 use a legacy format this reader does not read; load and "
+                     "save it again with torch >= 1.6 (torch.save(torch.load(f), f)).")
   with zipfile.ZipFile(path_or_file) as archive:
     pkl = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
     if len(pkl) != 1:
-      raise ValueError(f"{path_or_file} is not a TorchScript archive: expected one "
+      raise ValueError(f"{path_or_file} is not a torch archive: expected one "
                        f"<root>/data.pkl, found {pkl}.")
     root = pkl[0].split("/")[0]
     with archive.open(pkl[0]) as f:

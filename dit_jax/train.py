@@ -22,6 +22,7 @@ from dit_jax import configlib
 from dit_jax import data as data_lib
 from dit_jax import distributed
 from dit_jax import evaluate
+from dit_jax import latents
 from dit_jax import memorization
 from dit_jax import perf
 from dit_jax import pruning
@@ -149,9 +150,11 @@ def make_hooks(run):
     if key not in samplers:  # the architecture may change after pruning
       samplers[key] = sampling.make_sampler(run.setup, scfg, scfg.num, value_range, run.mesh)
     x = sharding.gather(samplers[key](run.state["ema"], jax.random.PRNGKey(config.seed + 1)))
+    x = latents.decode(run.dataset, x)  # a latent run's grid shows images
     if workdir_lib.is_writer():
       report.save_grid(x, workdir_lib.path(
-        run.workdir, workdir_lib.SAMPLES, f"step_{step:07d}.png"), value_range)
+        run.workdir, workdir_lib.SAMPLES, f"step_{step:07d}.png"),
+                       latents.pixel_dataset(run.dataset).info["value_range"])
 
   def checkpoint(step, metrics):
     if step % config.checkpoint.every == 0 or step == total:
@@ -256,7 +259,7 @@ def train_and_evaluate(config, workdir, extra_hooks=()):
   dataset = data_lib.load(config.data, config.seed)
   # labels condition the model only when asked: memorization is studied unconditionally
   num_classes = dataset.num_classes if config.data.conditional else 0
-  arch = dit.arch_from_config(config.model, config.data.image_size,
+  arch = dit.arch_from_config(config.model, latents.model_image_size(config.data),
                               dataset.train_x.shape[-1], num_classes)
   if _will_evaluate(config):  # missing FID weights fail here, not after hours of training
     evaluate.fid_network(config, dataset)

@@ -11,12 +11,10 @@ Every file here is written whole to a temporary name and renamed, so a crash
 never leaves half a file.
 """
 import json
-import logging
 import os
 import time
 
 import jax
-import ml_collections
 
 from dit_jax import checkpointing
 from dit_jax import configlib
@@ -25,7 +23,6 @@ from dit_jax import state as state_lib
 from dit_jax.configlib import ConfigError
 from dit_jax.models import dit
 
-log = logging.getLogger("dit_jax")
 
 CONFIG = "config.json"
 CHECKPOINTS = "checkpoints"
@@ -86,21 +83,7 @@ def read_config(workdir):
   file = path(workdir, CONFIG)
   if not os.path.exists(file):
     raise ConfigError(f"{file} not found: is {workdir!r} a training workdir?")
-  with open(file, encoding="utf-8") as f:
-    stored = json.load(f)
-  config = configlib.base_config()
-  _merge(config, stored, "config")
-  return config
-
-
-def _merge(node, stored, name):
-  for key, value in stored.items():
-    if key not in node:
-      log.warning("%s.%s in config.json is not a config field (any more); ignored", name, key)
-    elif isinstance(node[key], ml_collections.ConfigDict) and isinstance(value, dict):
-      _merge(node[key], value, f"{name}.{key}")
-    else:
-      node[key] = tuple(value) if isinstance(value, list) else value
+  return configlib.read_json_config(file)
 
 
 def read_eval(workdir):

@@ -43,6 +43,8 @@ INVALID = {
     "model.mlp_ratio": floats.filter(lambda v: v <= 0) | non_finite,
     "model.dtype": unknown("float32", "bfloat16", "float16"),
     "model.class_dropout": floats.filter(lambda v: not 0 <= v <= 1) | non_finite,
+    "model.time_scale": floats.filter(lambda v: v <= 0) | non_finite,
+    "model.pos_order": unknown("row_col", "col_row"),
     "data.name": unknown(),
     "data.n_train": non_positive | st.integers(1797, 10**6),  # digits has 1797 images
     "data.n_select": non_positive,

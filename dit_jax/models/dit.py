@@ -25,6 +25,9 @@ VARIANTS = {
 }
 PATCHES = (1, 2, 4, 8)
 FREQ_DIM = 256  # width of the sinusoidal timestep features
+# which half of the position embedding's channels encodes the patch row: dit_jax's
+# row first, or facebookresearch/DiT's column first (its MAE-derived table meshes w first)
+POS_ORDERS = ("row_col", "col_row")
 FENCE_BLOCK = 16  # channels per identity product in the CPU cotangent fence
 
 
@@ -128,9 +131,22 @@ def arch_from_config(model_cfg, image_size, channels, num_classes):
     raise ConfigError(f"config.model.class_dropout must be in [0, 1], got {dropout!r}.")
   if model_cfg.fence not in FENCE_SETTINGS:
     raise ConfigError(f"config.model.fence={model_cfg.fence!r}: use one of {FENCE_SETTINGS}.")
+  check_embedding(model_cfg)
   return Arch(image_size=image_size, channels=channels, patch=patch,
               hidden=hidden, head_dim=head_dim, heads=heads,
               mlp=mlp, num_classes=num_classes, dtype=model_cfg.dtype)
+
+
+def check_embedding(model_cfg):
+  """config.model.time_scale and pos_order: ConfigError naming the field and the fix."""
+  scale = model_cfg.time_scale
+  if (isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0
+      or not math.isfinite(scale)):
+    raise ConfigError(f"config.model.time_scale must be > 0 (1000: dit_jax's; 999: "
+                      f"facebookresearch/DiT's step index), got {scale!r}.")
+  if model_cfg.pos_order not in POS_ORDERS:
+    raise ConfigError(f"config.model.pos_order={model_cfg.pos_order!r}: use one of "
+                      f"{POS_ORDERS}.")
 
 
 def patchify(img_BHWC, p):
@@ -146,23 +162,32 @@ def unpatchify(x_BTP, p, c):
   return x.reshape(b, g * p, g * p, c)
 
 
-def sincos_2d(dim, grid):
-  """Fixed 2-D sin-cos position embedding, (grid*grid, dim); numpy, not a param."""
+def sincos_2d(dim, grid, order="row_col"):
+  """Fixed 2-D sin-cos position embedding, (grid*grid, dim); numpy, not a param.
+
+  Tokens are row-major; `order` (POS_ORDERS) says whether the first half of the
+  channels encodes the row or the column.
+  """
   def one_axis(d, pos):
     omega = 1.0 / 10000 ** (np.arange(d // 2, dtype=np.float64) / (d / 2.0))
     out = np.outer(pos.reshape(-1), omega)
     return np.concatenate([np.sin(out), np.cos(out)], axis=1)
   gh, gw = np.meshgrid(np.arange(grid, dtype=np.float64),
                        np.arange(grid, dtype=np.float64), indexing="ij")
-  emb = np.concatenate([one_axis(dim // 2, gh), one_axis(dim // 2, gw)], axis=1)
+  first, second = (gh, gw) if order == "row_col" else (gw, gh)
+  emb = np.concatenate([one_axis(dim // 2, first), one_axis(dim // 2, second)], axis=1)
   return emb.astype(np.float32)
 
 
-def timestep_features(t_B, dim=FREQ_DIM, max_period=10000.0):
-  """Sinusoidal features of the network time (in [0, 1], scaled by 1000)."""
+def timestep_features(t_B, dim=FREQ_DIM, max_period=10000.0, scale=1000.0):
+  """Sinusoidal features of the network time (in [0, 1], times `scale`).
+
+  scale = num_steps - 1 feeds the integer step index itself, as facebookresearch/DiT
+  does: float32 t / 999 * 999 gives back every integer step exactly.
+  """
   half = dim // 2
   freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
-  args = 1000.0 * t_B.astype(jnp.float32)[:, None] * freqs[None]
+  args = (scale * t_B.astype(jnp.float32))[:, None] * freqs[None]
   return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
 
 
@@ -297,9 +322,12 @@ def _call_block(block, x_BTD, c_BD, head_mask, mlp_mask):
 class DiT(nnx.Module):
   """Predicts the noise eps from (x_t, network time in [0,1], label)."""
 
-  def __init__(self, arch: Arch, fence=False, remat=False, *, rngs: nnx.Rngs):
+  def __init__(self, arch: Arch, fence=False, remat=False, time_scale=1000.0,
+               pos_order="row_col", *, rngs: nnx.Rngs):
     self.arch = arch
     self.fence = fence
+    # input conventions: they change the function, not the parameters (check_embedding)
+    self.time_scale, self.pos_order = float(time_scale), pos_order
     self.remat = remat  # recompute each block in the backward pass: less memory
     d, p, c = arch.hidden, arch.patch, arch.channels
     self.patch_w = _param(rngs, _xavier(), (p * p * c, d))
@@ -324,9 +352,9 @@ class DiT(nnx.Module):
     x = patchify(x_BHWC.astype(dt), arch.patch)
     x = x @ self.patch_w[...].astype(dt) + self.patch_b[...].astype(dt)
     grid = arch.image_size // arch.patch
-    x_BTD = x + jnp.asarray(sincos_2d(arch.hidden, grid), dt)[None]
+    x_BTD = x + jnp.asarray(sincos_2d(arch.hidden, grid, self.pos_order), dt)[None]
 
-    temb = timestep_features(t_B).astype(dt)
+    temb = timestep_features(t_B, scale=self.time_scale).astype(dt)
     temb = jax.nn.silu(temb @ self.t_w1[...].astype(dt) + self.t_b1[...].astype(dt))
     c_BD = temb @ self.t_w2[...].astype(dt) + self.t_b2[...].astype(dt)
     if arch.num_classes:
@@ -350,13 +378,15 @@ class DiT(nnx.Module):
     return unpatchify(x, arch.patch, arch.channels).astype(jnp.float32)
 
 
-def abstract_model(arch, fence=False, remat=False):
+def abstract_model(arch, fence=False, remat=False, time_scale=1000.0, pos_order="row_col"):
   """(graphdef, abstract params) without allocating anything.
 
-  `fence` (resolve_fence) and `remat` are part of the graph, not of the parameters.
+  `fence` (resolve_fence), `remat` and the input conventions (check_embedding) are
+  part of the graph, not of the parameters.
   """
   graphdef, params = nnx.split(
-      nnx.eval_shape(lambda: DiT(arch, fence, remat, rngs=nnx.Rngs(0))), nnx.Param)
+      nnx.eval_shape(lambda: DiT(arch, fence, remat, time_scale, pos_order,
+                                 rngs=nnx.Rngs(0))), nnx.Param)
   return graphdef, nnx.to_pure_dict(params)
 
 
