@@ -27,7 +27,6 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from dit_jax import datasets
-from dit_jax import distributed
 from dit_jax import latents
 from dit_jax.configlib import ConfigError, check_int
 from dit_jax.datasets import files
