@@ -90,6 +90,7 @@ def evaluate(config, setup, params, dataset, num=512, seed=0, mesh=None):
   """
   pixels = latents.pixel_dataset(dataset)  # judging reads images, a latent run's too
   latent = pixels is not dataset
+  modelled = dataset  # what the model's likelihood is of: a latent run's latents
   fid_net = fid_network(config, dataset)  # before sampling: missing weights fail fast
   samples, imgs_per_s = sampling.draw_samples(setup, config.sample, params, num, seed,
                                               dataset.info["value_range"], mesh=mesh)
@@ -111,7 +112,7 @@ def evaluate(config, setup, params, dataset, num=512, seed=0, mesh=None):
   if gmm is not None:
     out.update(density_quality(flat, dataset, gmm))
   if config.eval.nll_num:
-    out.update(model_likelihood(config, setup, params, dataset, seed))
+    out.update(model_likelihood(config, setup, params, modelled, seed))
   features, space = _features(dataset, seed, config.eval.feature_steps)
   real, fake = features(dataset.test_x), features(samples)
   out["precision"], out["recall"] = map(float, sample_metrics.precision_recall(real, fake, k=3))

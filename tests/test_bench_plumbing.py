@@ -19,7 +19,7 @@ from dit_jax.models import dit
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = sorted(os.path.relpath(p, ROOT)
                for p in glob.glob(os.path.join(ROOT, "bench", "**", "*.py"), recursive=True))
-OPTIONAL = ("torch",)  # the bench extra: absent where the tests run
+OPTIONAL = ("torch", "diffusers")  # the reference side's packages: absent where tests run
 
 
 def _imports(path):

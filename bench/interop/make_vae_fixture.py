@@ -18,14 +18,14 @@ import json
 import os
 
 import numpy as np
-import torch
-from diffusers import AutoencoderKL
 
 
 def main():
-  parser = argparse.ArgumentParser()
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", required=True)
   args = parser.parse_args()
+  import torch  # after the flags: --help works without torch or diffusers
+  from diffusers import AutoencoderKL
   torch.manual_seed(0)
   vae = AutoencoderKL(in_channels=3, out_channels=3,
                       down_block_types=("DownEncoderBlock2D",) * 4,
