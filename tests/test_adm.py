@@ -53,6 +53,7 @@ def resumed(workdir, tmp_path_factory):
   return out, merged
 
 
+@pytest.mark.loop
 def test_stopped_and_restarted_run_ends_with_three_shards_and_no_duplicates(resumed):
   out, merged = resumed
   assert adm.finished_shards(out) == [0, 1, 2]
@@ -88,6 +89,7 @@ def test_given_labels_and_missing_vae(workdir, tmp_path):
     bulk_sampling.sample_to_shards(workdir, str(tmp_path / "x"), num=4, batch=4)
 
 
+@pytest.mark.loop
 def test_fid_against_a_reference_in_both_forms(resumed, tmp_path):
   out, _ = resumed
   net = fid.load(WEIGHTS)
@@ -111,6 +113,7 @@ def test_fid_against_a_reference_in_both_forms(resumed, tmp_path):
     adm.reference_stats(net, str(tmp_path / "ref_images.npz"), source="stats")
 
 
+@pytest.mark.loop
 def test_fid_script_writes_its_row(resumed, tmp_path):
   out, merged = resumed
   np.savez(tmp_path / "ref.npz", arr_0=np.load(merged)["arr_0"])
@@ -149,6 +152,7 @@ def _sample_script(workdir, out, devices, process=None):
                           stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.loop
 def test_two_processes_draw_their_shares_and_match_one(workdir, tmp_path):
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))

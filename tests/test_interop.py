@@ -106,6 +106,7 @@ def test_bad_inputs_are_refused_before_anything_is_written(tmp_path):
     dit_import.import_checkpoint(str(tmp_path / "missing.pt"), str(tmp_path / "w"))
 
 
+@pytest.mark.loop
 def test_imported_workdir_samples_trains_and_prunes(tmp_path, ref):
   w = str(tmp_path / "w")
   dit_import.import_checkpoint(os.path.join(FIXTURE, "dit_train.pt"), w, heads=2)
@@ -134,6 +135,7 @@ def test_imported_workdir_samples_trains_and_prunes(tmp_path, ref):
   assert record["heads"] == [1]
 
 
+@pytest.mark.loop
 def test_import_script_and_its_one_line_errors(tmp_path):
   cmd = [sys.executable, os.path.join(ROOT, "scripts", "import_dit.py"),
          "--checkpoint", os.path.join(FIXTURE, "dit_ema.pt"), "--workdir", str(tmp_path / "w")]

@@ -31,6 +31,7 @@ def latent_config(tmp_path, data_dir, **more):
       **more))
 
 
+@pytest.mark.loop
 def test_latent_run_writes_fid_and_pixel_space_mem_ratio(tmp_path, data_dir):
   w = str(tmp_path / "w")
   run = train.train_and_evaluate(latent_config(tmp_path, data_dir), w)
@@ -69,6 +70,7 @@ def test_bad_vae_settings_fail_before_any_loading(tmp_path, data_dir):
       config_check.validate(config_check.finalize(config))
 
 
+@pytest.mark.loop
 def test_imported_dit_with_its_vae_evaluates_in_pixel_space(tmp_path):
   """scripts/evaluate.py's path on an imported latent DiT: encode, sample, decode, judge."""
   rng = np.random.default_rng(0)
