@@ -17,6 +17,7 @@ Two stopping rules a user can run without the test split, read off early_stop:
                 threshold (memo_ema/index on a known density, else memo_ema/gap
                 relative to the held-out loss), thresholds fixed in PLAN.md.
 """
+import itertools
 import math
 
 import numpy as np
@@ -136,14 +137,17 @@ def family_means(rows, method, qkey=QUALITY, mkey="mem_ratio"):
   return out
 
 
-def plot(rows, path, title, qkey=QUALITY):
-  """Memorization (mem_ratio; nll_gap) against quality, one line per family (seed means)."""
+def plot(rows, path, title):
+  """Memorization (mem_ratio; nll_gap) against each quality (test_nll; the samples'),
+  one line per family (seed means, in step order)."""
   import matplotlib
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt
   methods = list(dict.fromkeys(r["method"] for r in rows))
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-  for ax, mkey in zip(axes, MEMORIZATION):
+  qkeys = (QUALITY, sample_quality_key(rows))
+  fig, axes = plt.subplots(2, 2, figsize=(11, 8.4))
+  for (qi, qkey), (mi, mkey) in itertools.product(enumerate(qkeys), enumerate(MEMORIZATION)):
+    ax = axes[qi, mi]
     for m in methods:
       pts = family_means(rows, m, qkey, mkey)
       if pts:
@@ -151,9 +155,11 @@ def plot(rows, path, title, qkey=QUALITY):
         style = dict(lw=2.5, color="black") if m == EARLY else dict(lw=1.2)
         ax.plot(q, v, "o-", ms=3, label=m, **style)
     ax.axhline(0, color="grey", lw=0.6)
+    if qkey != QUALITY:
+      ax.set_xscale("log")
     ax.set_xlabel(f"{qkey} (lower is better)")
     ax.set_ylabel(f"{mkey} (lower: less memorization)")
-  axes[0].legend(fontsize=8)
+  axes[0, 0].legend(fontsize=8)
   fig.suptitle(title)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
@@ -207,11 +213,20 @@ def picks(rows):
   return out
 
 
+def sample_quality_key(rows):
+  """The second matching: samples against fresh data (energy distance where the density
+  is known, the feature-space Frechet distance elsewhere); lower is better for both."""
+  return "energy_distance" if any(_num(r.get("energy_distance")) for r in rows) else "fd"
+
+
 def summarize(rows):
-  """Markdown for a frontier sweep: the dominance table on test_nll."""
-  return "\n".join([
-      "### Memorization against early stopping at equal quality", "",
-      f"Each point's memorization minus early_stop's at the first step reaching the same "
-      f"{QUALITY} (per seed, linear between checkpoints): mean ± 95% t-interval over seeds. "
-      "Negative: less memorization than stopping earlier would give.", "",
-      table(rows, picks(rows)), ""])
+  """Markdown for a frontier sweep: the dominance tables, matched on the model's
+  likelihood of held-out data and on its samples' distance to fresh data."""
+  out = []
+  for qkey in (QUALITY, sample_quality_key(rows)):
+    out += [f"### Memorization against early stopping at equal {qkey}", "",
+            f"Each point's memorization minus early_stop's at the first step reaching the "
+            f"same {qkey} (per seed, linear between checkpoints): mean ± 95% t-interval "
+            "over seeds. Negative: less memorization than stopping earlier would give.", "",
+            table(rows, picks(rows), qkey=qkey), ""]
+  return "\n".join(out)
