@@ -11,6 +11,7 @@ import os
 from dit_jax import workdir as workdir_lib
 from dit_jax.study import capacity
 from dit_jax.study import compare
+from dit_jax.study import frontier
 from dit_jax.study import sweepdir
 from dit_jax.study import tracker
 
@@ -188,6 +189,19 @@ def _explore(spec):
           compare.ideas_table(rows), ""]
 
 
+def _frontier(spec, name, fr):
+  """A frontier sweep's section: its commands, the plot and the dominance tables."""
+  rows = _rows(spec, f"frontier_{name}", fr["workdirs"])
+  png = os.path.join(spec.out, "results", f"frontier_{name}.png")
+  if not rows:
+    return []
+  frontier.plot(rows, png, fr["title"])
+  seeds = sorted({r["seed"] for r in rows})
+  return ([f"## {fr['title']}", ""] + _made_by(fr["commands"]) +
+          [fr["notes"], "", f"Seeds: {seeds}. Rows: `{spec.out}/results/frontier_{name}_steps.csv`.",
+           "", _figure(spec, png, fr["title"]), "", frontier.summarize(rows), ""])
+
+
 def write(spec, spec_path):
   """Writes OUT/RESULTS.md (and OUT/results/) for the spec loaded from `spec_path`."""
   lines = ["# Results: pruning against memorization, at equal budget, over seeds", "",
@@ -202,6 +216,8 @@ def write(spec, spec_path):
     lines += _study(spec, name, study)
   for name, cap in (spec.get("capacity") or {}).items():
     lines += _capacity(spec, name, cap)
+  for name, fr in (spec.get("frontier") or {}).items():
+    lines += _frontier(spec, name, fr)
   lines += _explore(spec)
   target = os.path.join(spec.out, "RESULTS.md")
   workdir_lib.atomic_write(target, "\n".join(lines))
