@@ -336,6 +336,9 @@ def test_capacity_search_on_a_known_density_cuts_dead_units_and_nothing_the_scor
   ratios, path = pruning.capacity_search(config, setup, state, dataset, mesh, 0, narrow)
   assert ratios == (0.0, 0.0), path
   assert all(not p["within_tolerance"] for p in path[1:]) and path[0]["fit"] == "gt"
+  # the tolerance is on the excess over the true score, not on the probe's whole loss
+  for p in path[1:]:
+    assert p["within_tolerance"] == (p["excess_over_reference"] <= 1.05)
 
 
 def test_ground_truth_probe_measures_the_excess_over_the_true_score():
