@@ -146,6 +146,16 @@ def get_config(arg=None):
              "Quality (fd, precision) is judged on the test split, which nothing here chose "
              "with."))
   c.capacity = {"capacity": gmm_cap, "capacity_digits": digits_cap}
+  frontier = ("python scripts/sweep.py --config configs/sweeps/frontier.py:data=gmm,"
+              "seed0=100,seeds=1,methods=random,evals=250+500+1000+2000,decays=0.1,"
+              "widths=0.5 --workdir explore_gmm")
+  c.frontier = {"explore_gmm": dict(
+      workdirs=("explore_gmm",), commands=(frontier,),
+      title="Against early stopping: exploration (gmm, n=32, seed 100; not judged)",
+      notes=("One exploration seed, run from a frozen clone at 100d8dc while other jobs "
+             "shared the machine: no interval, and nothing here is a verdict. It shaped "
+             "docs/results/PLAN.md (matching on sample quality as well as on test_nll); "
+             "the judged seeds 10-14 follow that plan."))}
   c.capacity_tols = (0.05, 0.1, 0.25)  # tolerances W* is printed at
   c.capacity_tol = 0.05  # the one the search is judged against
   c.machine = ("the 2-core, 24 GiB CPU VM of the project (no GPU), jax 0.10.2 on CPU; "
