@@ -61,6 +61,19 @@ def friendly_errors():
     sys.exit(f"error: {e}")
 
 
+@contextlib.contextmanager
+def locked_workdir(workdir, tool):
+  """Holds an existing workdir's lock while `tool` writes its files (eval.json,
+  report/): a run or a second tool on it is refused, not raced."""
+  if not os.path.isdir(workdir):
+    raise ConfigError(f"--workdir {workdir} does not exist: give a training workdir.")
+  lock = workdir_lock.acquire(workdir, process_index=jax.process_index(), tool=tool)
+  try:
+    yield
+  finally:
+    workdir_lock.release(lock)
+
+
 def print_summary(run):
   if not workdir_lib.is_writer():  # one summary per run, not one per host
     return

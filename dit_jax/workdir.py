@@ -13,6 +13,7 @@ never leaves half a file.
 import json
 import logging
 import os
+import tempfile
 import time
 
 import jax
@@ -56,15 +57,55 @@ def is_writer():
 def atomic_write(file, text):
   """Writes text to file via a temporary name and a rename: never half a file.
 
+  The temporary name is unique, so two writers (a run and scripts/evaluate.py, two
+  sweeps) never write into one temporary file; the file and then its directory are
+  fsynced, so after a power cut the name points at the whole new text or the old one.
   Only the writer process writes; the others return without touching the disk.
   """
   if not is_writer():
     return
-  os.makedirs(os.path.dirname(os.path.abspath(file)), exist_ok=True)
-  tmp = f"{file}.tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(text)
-  os.replace(tmp, file)
+  directory = os.path.dirname(os.path.abspath(file))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(file)}.", suffix=".tmp",
+                             dir=directory)
+  try:
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide results from the user's group
+    os.replace(tmp, file)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+  _fsync_dir(directory)
+
+
+def _fsync_dir(directory):
+  """Makes a rename in directory durable (a no-op where the OS cannot open one)."""
+  try:
+    fd = os.open(directory, os.O_RDONLY)
+  except OSError:
+    return
+  try:
+    os.fsync(fd)
+  except OSError:  # some network filesystems refuse fsync on a directory
+    pass
+  finally:
+    os.close(fd)
+
+
+def _read_json(file, what):
+  """The JSON in file; a torn or hand-broken one is a clear error naming it."""
+  with open(file, encoding="utf-8") as f:
+    text = f.read()
+  try:
+    return json.loads(text)
+  except json.JSONDecodeError as e:
+    raise ConfigError(
+        f"{file} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}): {what}"
+    ) from None
 
 
 def write_config(config, workdir):
@@ -86,8 +127,8 @@ def read_config(workdir):
   file = path(workdir, CONFIG)
   if not os.path.exists(file):
     raise ConfigError(f"{file} not found: is {workdir!r} a training workdir?")
-  with open(file, encoding="utf-8") as f:
-    stored = json.load(f)
+  stored = _read_json(file, "restore it from config.<time>.json beside it or from the "
+                      "command that started the run, or use a new --workdir.")
   config = configlib.base_config()
   _merge(config, stored, "config")
   return config
@@ -107,8 +148,8 @@ def read_eval(workdir):
   file = path(workdir, EVAL)
   if not os.path.exists(file):
     return {}
-  with open(file, encoding="utf-8") as f:
-    return json.load(f)
+  return _read_json(file, "move it aside (the checkpoints are intact) and run "
+                    "scripts/evaluate.py on the workdir to write it again.")
 
 
 def write_eval(workdir, summary=None, **sections):

@@ -27,6 +27,7 @@ class MetricWriter:
     if not workdir_lib.is_writer():
       return
     os.makedirs(workdir, exist_ok=True)
+    _end_torn_line(self.path)
     self._file = open(self.path, "a", encoding="utf-8")
     self._tb = SummaryWriter(logdir=workdir, flush_secs=30) if tensorboard else None
 
@@ -55,16 +56,39 @@ class MetricWriter:
                                            os.path.dirname(self.path), e)
 
 
+def _end_torn_line(path):
+  """A run killed in the middle of a write (or a full disk) leaves a line without its
+  newline: end it, so that the next row starts a line of its own and only the torn
+  one is lost."""
+  if not os.path.exists(path) or os.path.getsize(path) == 0:
+    return
+  with open(path, "rb+") as f:
+    f.seek(-1, os.SEEK_END)
+    if f.read(1) != b"\n":
+      f.write(b"\n")
+
+
 def read_metrics(workdir):
-  """Rows of metrics.jsonl; for a step logged twice (a resumed run) the last wins."""
+  """Rows of metrics.jsonl; for a step logged twice (a resumed run) the last wins.
+
+  A line that does not parse (torn by a kill or a full disk) is skipped with a warning.
+  """
   path = workdir_lib.path(workdir, workdir_lib.METRICS)
   by_step = {}
   if os.path.exists(path):
-    with open(path, encoding="utf-8") as f:
-      for line in f:
-        if line.strip():
+    with open(path, encoding="utf-8", errors="replace") as f:
+      for number, line in enumerate(f, 1):
+        if not line.strip():
+          continue
+        try:
           row = json.loads(line)
-          by_step.setdefault(row["step"], {}).update(row)
+          step = row["step"]
+        except (json.JSONDecodeError, TypeError, KeyError):
+          logging.getLogger("dit_jax").warning(
+              "%s line %d is not a whole metrics row (a write cut short by a kill or a "
+              "full disk?); skipped: %.80r", path, number, line)
+          continue
+        by_step.setdefault(step, {}).update(row)
   return [by_step[s] for s in sorted(by_step)]
 
 

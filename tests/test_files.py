@@ -1,0 +1,111 @@
+"""The workdir's files under crashes and second writers: atomic writes with unique
+temporaries, torn metrics lines, corrupt JSON, the lock against scripts/evaluate.py,
+and filesystems without flock."""
+import errno
+import json
+import logging
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from dit_jax import workdir as workdir_lib
+from dit_jax import workdir_lock
+from dit_jax import writers
+from dit_jax.configlib import ConfigError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_atomic_write_uses_a_unique_temporary_and_syncs_file_and_directory(
+    tmp_path, monkeypatch):
+  renamed, synced = [], []
+  real_replace, real_fsync = os.replace, os.fsync
+  monkeypatch.setattr(os, "replace", lambda a, b: (renamed.append(a), real_replace(a, b)))
+  monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.fstat(fd).st_mode),
+                                               real_fsync(fd)))
+  file = str(tmp_path / "eval.json")
+  workdir_lib.atomic_write(file, "one")
+  workdir_lib.atomic_write(file, "two")
+  assert open(file, encoding="utf-8").read() == "two"
+  # two writers of one file (a run and an evaluation) never share a temporary file
+  assert len(set(renamed)) == 2 and f"{file}.tmp" not in renamed
+  assert all(os.path.dirname(t) == str(tmp_path) for t in renamed)  # same filesystem
+  assert sorted(os.listdir(tmp_path)) == ["eval.json"]  # no temporary left behind
+  # per write: the file's bytes, then the directory entry of the rename
+  assert [stat.S_ISDIR(m) for m in synced] == [False, True, False, True]
+
+
+def test_a_failed_atomic_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+  file = str(tmp_path / "eval.json")
+  workdir_lib.atomic_write(file, "old")
+
+  def full_disk(fd):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+  monkeypatch.setattr(os, "fsync", full_disk)
+  with pytest.raises(OSError):
+    workdir_lib.atomic_write(file, "new")
+  assert open(file, encoding="utf-8").read() == "old"
+  assert sorted(os.listdir(tmp_path)) == ["eval.json"]
+
+
+def test_a_torn_metrics_line_is_skipped_with_a_warning_and_the_next_row_kept(
+    tmp_path, caplog):
+  w = str(tmp_path)
+  with open(os.path.join(w, "metrics.jsonl"), "w", encoding="utf-8") as f:
+    f.write(json.dumps({"step": 1, "train/loss": 1.0}) + "\n")
+    f.write(json.dumps({"step": 2, "train/loss": 0.5}) + "\n")
+    f.write('{"step": 3, "train/lo')  # killed in the middle of a write
+  with caplog.at_level(logging.WARNING, logger="dit_jax"):
+    rows = writers.read_metrics(w)
+  assert [r["step"] for r in rows] == [1, 2]
+  assert "line 3 is not a whole metrics row" in caplog.text
+  # a resumed run appends after the torn fragment: its row is whole and read back
+  writer = writers.MetricWriter(w, tensorboard=False)
+  writer.write(3, {"train/loss": 0.25})
+  writer.close()
+  assert [(r["step"], r["train/loss"]) for r in writers.read_metrics(w)] == [
+      (1, 1.0), (2, 0.5), (3, 0.25)]
+
+
+@pytest.mark.parametrize("name,read", [("eval.json", workdir_lib.read_eval),
+                                       ("config.json", workdir_lib.read_config)])
+def test_a_corrupt_json_file_is_a_clear_error_naming_it(tmp_path, name, read):
+  file = os.path.join(tmp_path, name)
+  with open(file, "w", encoding="utf-8") as f:
+    f.write('{"step": 3, "mem_')  # torn, or broken by hand
+  with pytest.raises(ConfigError, match=f"{file} is not valid JSON") as info:
+    read(str(tmp_path))
+  assert "line 1" in str(info.value)
+
+
+def test_evaluate_script_is_refused_while_a_run_holds_the_workdir(tmp_path):
+  w = str(tmp_path / "w")
+  lock = workdir_lock.acquire(w)  # as a training run holds it
+  try:
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "evaluate.py"),
+                           "--workdir", w], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, check=False)
+  finally:
+    workdir_lock.release(lock)
+  assert done.returncode != 0
+  last = done.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: ") and f"(pid {os.getpid()}) holds workdir {w}" in last, \
+      done.stderr[-2000:]
+  assert "scripts/evaluate.py does not run beside it" in last
+  assert os.listdir(w) == [".lock"]  # nothing written
+
+
+def test_a_filesystem_without_flock_is_named_as_such(tmp_path, monkeypatch):
+  def no_flock(*args):
+    raise OSError(errno.ENOSYS, "Function not implemented")
+
+  monkeypatch.setattr(workdir_lock.fcntl, "flock", no_flock)
+  with pytest.raises(workdir_lock.WorkdirError) as info:
+    workdir_lock.acquire(str(tmp_path / "w"))
+  text = str(info.value)
+  assert "filesystem without file locks" in text and "-o flock" in text
+  assert "not writable" not in text and "permission" not in text.lower()
