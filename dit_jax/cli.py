@@ -12,6 +12,7 @@ from dit_jax import checkpointing
 from dit_jax import distributed
 from dit_jax import evaluate
 from dit_jax import host_memory
+from dit_jax import train
 from dit_jax import train_step
 from dit_jax import workdir as workdir_lib
 from dit_jax import workdir_lock
@@ -45,6 +46,12 @@ def setup():
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
+# The exit status of a command stopped (SIGTERM, a preemption notice) before its
+# configured end: its checkpoint is saved and the same command resumes it. 75 is
+# sysexits' EX_TEMPFAIL ("try again later"): distinct from 0 (finished), 1 (an error)
+# and 128+N (killed by signal N), so a job script or a scheduler can requeue on it.
+STOPPED_EXIT = 75
+
 # errors the project raises about the user's input or machine, each with its fix in the
 # message; anything else (a bug, JAX's own errors) keeps its traceback
 USER_ERRORS = (ConfigError, workdir_lock.WorkdirError, checkpointing.CheckpointWriteError,
@@ -59,6 +66,18 @@ def friendly_errors():
   except USER_ERRORS as e:
     logging.debug("error", exc_info=True)
     sys.exit(f"error: {e}")
+  except train.StoppedEarly as e:
+    print(f"stopped: {e}", file=sys.stderr)
+    sys.exit(STOPPED_EXIT)
+
+
+def finish(run):
+  """Prints the run's summary; a run stopped before its end exits with STOPPED_EXIT."""
+  print_summary(run)
+  if run.stop_requested:
+    print(f"stopped before the configured end (step {int(run.state['step'])} of "
+          f"{run.config.train.steps}); run the same command again to finish.", file=sys.stderr)
+    sys.exit(STOPPED_EXIT)
 
 
 @contextlib.contextmanager

@@ -78,7 +78,8 @@ def point_config(base, point, workdir):
 
 def _is_done(pdir, config):
   ev = _read_eval(pdir)
-  return ev is not None and ev.get("step") == config.train.steps
+  # `unfinished`: stopped after its last step, e.g. while its control trained
+  return ev is not None and ev.get("step") == config.train.steps and "unfinished" not in ev
 
 
 def _start(point, pdir, workdir):
@@ -123,6 +124,7 @@ def run_sweep(config_path, workdir, overrides=None):
   if len(set(names)) != len(names):
     raise ConfigError(f"{path}: get_sweep() repeats point names; each needs its own workdir.")
   rows, step_rows = _other_points(workdir, names)
+  stopped = None
   for i, point in enumerate(points):
     pdir = os.path.join(workdir, point["name"])
     config = point_config(base, point, workdir)
@@ -130,7 +132,7 @@ def run_sweep(config_path, workdir, overrides=None):
       log.info("sweep point %d/%d: %s", i + 1, len(points), point["name"])
       _start(point, pdir, workdir)
       if train.train_and_evaluate(config, pdir).stop_requested:
-        log.warning("sweep stopped at %s; run the same command again to resume", point["name"])
+        stopped = point["name"]
         break
     rows.append(_row(point, config, pdir))
     step_rows.extend(_step_rows(point, config, pdir))
@@ -140,6 +142,9 @@ def run_sweep(config_path, workdir, overrides=None):
   workdir_lib.atomic_write(os.path.join(workdir, "sweep_summary.md"), summary)
   if workdir_lib.is_writer():
     plot(step_rows, os.path.join(workdir, "sweep.png"))
+  if stopped:  # the tables so far are written; the caller's exit status says it stopped
+    raise train.StoppedEarly(f"sweep stopped at point {stopped}; run the same command "
+                             "again to resume")
   return rows, step_rows, summary
 
 

@@ -35,8 +35,9 @@ EVAL = "eval.json"
 REPORT = "report"
 SAMPLES = "samples"
 CONTROL = "control"
-# eval.json: the newest evaluation's fields at the top, plus these sections
-EVAL_SECTIONS = ("by_step", "before_prune", "prune", "control")
+# eval.json: the newest evaluation's fields at the top, plus these sections;
+# `unfinished` is there only while the run that writes the file was stopped before its end
+EVAL_SECTIONS = ("by_step", "before_prune", "prune", "control", "unfinished")
 # what defines a run beyond its architecture: resuming with other values would
 # silently go on with other data or another objective
 RUN_FIELDS = ("seed", "data.name", "data.n_train", "data.n_select", "data.n_test",
@@ -154,7 +155,8 @@ def read_eval(workdir):
 
 def write_eval(workdir, summary=None, **sections):
   """eval.json: `summary` replaces the top-level fields (none of an older evaluation
-  survive beside a newer one); sections replace theirs, by_step merges by step."""
+  survive beside a newer one); sections replace theirs (None removes one), by_step
+  merges by step."""
   old = read_eval(workdir)
   unknown = set(sections) - set(EVAL_SECTIONS)
   if unknown:
@@ -162,7 +164,12 @@ def write_eval(workdir, summary=None, **sections):
   out = {k: v for k, v in old.items() if k in EVAL_SECTIONS or summary is None}
   out.update(summary or {})
   for name, value in sections.items():
-    out[name] = dict(old.get(name, {}), **value) if name == "by_step" else value
+    if value is None:
+      out.pop(name, None)
+    else:
+      out[name] = dict(old.get(name, {}), **value) if name == "by_step" else value
+  if out == old:
+    return out  # nothing new: leave the file (or its absence) alone
   atomic_write(path(workdir, EVAL), json.dumps(out, indent=2, sort_keys=True))
   return out
 

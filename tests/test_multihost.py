@@ -13,6 +13,8 @@ import time
 import jax
 import numpy as np
 
+from dit_jax import cli
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 60
 
@@ -43,10 +45,10 @@ def _pair(workdir, data_dir):
   return [_train(workdir, data_dir, 2, (port, pid)) for pid in (0, 1)]
 
 
-def _finish(procs, timeout=600):
+def _finish(procs, timeout=600, status=0):
   outs = [p.communicate(timeout=timeout) for p in procs]
   for p, (_, err) in zip(procs, outs):
-    assert p.returncode == 0, err[-3000:]
+    assert p.returncode == status, err[-3000:]
   return outs
 
 
@@ -79,7 +81,7 @@ def test_two_processes_stop_together_resume_and_match_one_process(tmp_path, data
         [p.communicate()[1][-2000:] for p in procs if p.poll() is not None]
     time.sleep(0.5)
   procs[1].send_signal(signal.SIGTERM)  # one host is preempted
-  _finish(procs)
+  _finish(procs, status=cli.STOPPED_EXIT)  # both stopped early, and say so
   ckpts = sorted(int(d) for d in os.listdir(os.path.join(two, "checkpoints")) if d.isdigit())
   stopped = ckpts[-1]
   assert 15 <= stopped < STEPS and stopped % 10 == 0  # both saved the same agreed step
