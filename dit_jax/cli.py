@@ -8,6 +8,7 @@ import jax
 from absl import flags
 from absl import logging as absl_logging
 
+from dit_jax import accelerators
 from dit_jax import checkpointing
 from dit_jax import distributed
 from dit_jax import evaluate
@@ -29,8 +30,9 @@ flags.DEFINE_integer("process_id", None, "Multi-process runs: this process's ind
 
 
 def setup():
-  """Host memory kept for reuse, joins a multi-process run if asked, our INFO logs, a
-  persistent compilation cache (JAX_COMPILATION_CACHE_DIR overrides its place).
+  """Host memory kept for reuse, joins a multi-process run if asked, our INFO logs, the
+  backend in use, a persistent compilation cache (JAX_COMPILATION_CACHE_DIR overrides
+  its place).
 
   Runs before any computation: host_memory has to act before JAX starts its threads.
   """
@@ -44,6 +46,7 @@ def setup():
     jax.config.update("jax_compilation_cache_dir",
                       os.path.join(os.path.expanduser("~"), ".cache", "dit_jax_xla"))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+  accelerators.report()  # the backend and devices, and a loud word if it is the wrong one
 
 
 # The exit status of a command stopped (SIGTERM, a preemption notice) before its
