@@ -3,6 +3,7 @@
 The same command runs on every host; JAX's multi-controller runtime makes their
 devices one mesh. Nothing happens for a single process.
 """
+import collections
 import importlib.util
 import logging
 import os
@@ -101,8 +102,38 @@ def initialize(coordinator=None, num_processes=None, process_id=None, env=None):
   return True
 
 
+# uses of each barrier or vote name so far: every process passes them in the same order
+_barrier_uses = collections.Counter()
+
+
+def _unique(name):
+  key = f"{name}.{_barrier_uses[name]}"
+  _barrier_uses[name] += 1
+  return key
+
+
+def all_agree(name, ok, timeout_s=600):
+  """Whether `ok` holds on every process: a vote through the coordinator's key-value
+  store, the same answer everywhere. Not a device collective, so a process that
+  votes while another is inside one of orbax's collectives cannot pair with it; a
+  process that never votes fails the others at the timeout instead of hanging them."""
+  if jax.process_count() == 1:
+    return bool(ok)
+  client = ocp.multihost.get_jax_distributed_client()
+  key = f"dit_jax/{_unique(name)}"
+  client.key_value_set(f"{key}/{jax.process_index()}", "1" if ok else "0")
+  votes = [client.blocking_key_value_get(f"{key}/{i}", timeout_s * 1000)
+           for i in range(jax.process_count())]
+  return all(v == "1" for v in votes)
+
+
 def barrier(name, timeout_s=900):
   """Waits until every process gets here (the coordinator's barrier, not a device
-  collective, so a host still compiling cannot time out gloo's 30-second wait)."""
+  collective, so a host still compiling cannot time out gloo's 30-second wait).
+
+  Orbax wants each barrier key used once, and one process passes the same point
+  several times (sweep points, the control run): each use gets its own key, the
+  same on every process because they all pass the same barriers in the same order.
+  """
   if jax.process_count() > 1:
-    ocp.multihost.get_barrier_sync_fn()(key=name, timeout_ms=timeout_s * 1000)
+    ocp.multihost.get_barrier_sync_fn()(key=_unique(name), timeout_ms=timeout_s * 1000)

@@ -19,11 +19,13 @@ import csv
 import logging
 import os
 import shutil
+import tempfile
 
 import numpy as np
 
 from dit_jax import config_check
 from dit_jax import configlib
+from dit_jax import distributed
 from dit_jax import report
 from dit_jax import stats
 from dit_jax import train
@@ -83,15 +85,26 @@ def _is_done(pdir, config):
 
 
 def _start(point, pdir, workdir):
-  """Copies the checkpoint a point starts from (the source stays as it is)."""
-  if "start_from" not in point or os.path.isdir(workdir_lib.path(pdir, workdir_lib.CHECKPOINTS)):
+  """Copies the checkpoint a point starts from (the source stays as it is).
+
+  Process 0 copies into a hidden temporary directory and renames it into place,
+  so a crash mid-copy leaves no partial checkpoints/ for the next command to resume
+  from, and hosts on a shared filesystem do not race; the others wait for it.
+  """
+  if "start_from" not in point:
     return
   source, step = point["start_from"]
   src = workdir_lib.path(workdir, source, workdir_lib.CHECKPOINTS, str(step))
-  if not os.path.isdir(src):
-    raise ConfigError(f"sweep point {point['name']!r} starts from {src}, which does not "
-                     f"exist; point {source!r} must run to step {step} first.")
-  shutil.copytree(src, workdir_lib.path(pdir, workdir_lib.CHECKPOINTS, str(step)))
+  target = workdir_lib.path(pdir, workdir_lib.CHECKPOINTS)
+  if workdir_lib.is_writer() and not os.path.isdir(target):
+    if not os.path.isdir(src):
+      raise ConfigError(f"sweep point {point['name']!r} starts from {src}, which does not "
+                        f"exist; point {source!r} must run to step {step} first.")
+    os.makedirs(pdir, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".checkpoints.copying.", dir=pdir)
+    shutil.copytree(src, os.path.join(tmp, str(step)))
+    os.rename(tmp, target)
+  distributed.barrier("dit_jax_sweep_start")  # the copy is in place for every process
 
 
 def _other_points(workdir, names):

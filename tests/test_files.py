@@ -5,12 +5,14 @@ import errno
 import json
 import logging
 import os
+import shutil
 import stat
 import subprocess
 import sys
 
 import pytest
 
+from dit_jax import sweep
 from dit_jax import workdir as workdir_lib
 from dit_jax import workdir_lock
 from dit_jax import writers
@@ -109,3 +111,48 @@ def test_a_filesystem_without_flock_is_named_as_such(tmp_path, monkeypatch):
   text = str(info.value)
   assert "filesystem without file locks" in text and "-o flock" in text
   assert "not writable" not in text and "permission" not in text.lower()
+
+
+def _sweep_base(tmp_path):
+  """A sweep workdir whose point `base` has a (fake) checkpoint at step 10."""
+  step = tmp_path / "base" / "checkpoints" / "10"
+  (step / "state").mkdir(parents=True)
+  (step / "state" / "array").write_bytes(b"\1" * 1000)
+  (step / "commit_success.txt").write_text("done")
+  return {"name": "p", "start_from": ("base", 10)}, str(tmp_path / "p")
+
+
+def test_only_process_0_copies_a_sweep_points_start_and_the_others_wait(
+    tmp_path, monkeypatch):
+  point, pdir = _sweep_base(tmp_path)
+  waits = []
+  monkeypatch.setattr(sweep.distributed, "barrier", waits.append)
+  monkeypatch.setattr(workdir_lib, "is_writer", lambda: False)
+  sweep._start(point, pdir, str(tmp_path))  # pylint: disable=protected-access
+  assert not os.path.exists(pdir) and len(waits) == 1  # copied nothing, waited
+  monkeypatch.setattr(workdir_lib, "is_writer", lambda: True)
+  sweep._start(point, pdir, str(tmp_path))  # pylint: disable=protected-access
+  assert len(waits) == 2
+  assert os.listdir(pdir) == ["checkpoints"]  # no temporary left
+  assert open(os.path.join(pdir, "checkpoints", "10", "state", "array"), "rb").read() == \
+      b"\1" * 1000
+
+
+def test_a_sweep_copy_cut_short_leaves_no_checkpoints_to_resume_from(tmp_path, monkeypatch):
+  point, pdir = _sweep_base(tmp_path)
+  monkeypatch.setattr(sweep.distributed, "barrier", lambda name: None)
+  real_copy = shutil.copyfile
+
+  def full_disk(src, dst, **kwargs):
+    if os.fspath(src).endswith("array"):
+      raise OSError(errno.ENOSPC, "No space left on device")
+    return real_copy(src, dst, **kwargs)
+
+  monkeypatch.setattr(shutil, "copyfile", full_disk)
+  with pytest.raises(shutil.Error):
+    sweep._start(point, pdir, str(tmp_path))  # pylint: disable=protected-access
+  # the next command sees no checkpoints/ and copies again, instead of resuming a part
+  assert not os.path.exists(os.path.join(pdir, "checkpoints"))
+  monkeypatch.setattr(shutil, "copyfile", real_copy)
+  sweep._start(point, pdir, str(tmp_path))  # pylint: disable=protected-access
+  assert os.path.exists(os.path.join(pdir, "checkpoints", "10", "state", "array"))

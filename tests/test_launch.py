@@ -118,3 +118,17 @@ def test_an_accelerator_jax_does_not_use_is_a_loud_warning(monkeypatch, caplog):
   with caplog.at_level(logging.INFO, logger="dit_jax"):
     accelerators.report()
   assert "backend cpu" in caplog.text and "ACCEL" not in caplog.text
+
+
+def test_each_use_of_a_barrier_gets_its_own_key(monkeypatch):
+  """Orbax refuses a barrier key used twice; one process passes `dit_jax_loop_0` once
+  per sweep point or control run."""
+  keys = []
+  monkeypatch.setattr(distributed.jax, "process_count", lambda: 2)
+  monkeypatch.setattr(distributed.ocp.multihost, "get_barrier_sync_fn",
+                      lambda: lambda key, timeout_ms: keys.append(key))
+  for _ in range(3):
+    distributed.barrier("dit_jax_loop_0")
+  distributed.barrier("dit_jax_set_aside_damaged")
+  assert len(keys) == len(set(keys)) == 4
+  assert all(k.startswith("dit_jax_loop_0") for k in keys[:3])
