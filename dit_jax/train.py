@@ -265,7 +265,7 @@ def train_and_evaluate(config, workdir, extra_hooks=()):
     run = Run(config, workdir, dataset, state_lib.make_setup(config, arch), mesh, ckpt)
     start = _restore_or_init(run, jax.random.PRNGKey(config.seed))
     workdir_lib.write_config(config, workdir)
-    run.writer = writers.MetricWriter(workdir)
+    run.writer = writers.MetricWriter(workdir, resume_step=start)
     try:
       _loop(run, start, extra_hooks)
       if config.eval.at_end and not run.stop_requested:  # still holding the workdir lock

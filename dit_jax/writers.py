@@ -19,9 +19,12 @@ class MetricWriter:
   """Appends one JSON object per logged step and mirrors scalars to TensorBoard.
 
   On a process other than the writer (workdir.is_writer) it writes nothing.
+  `resume_step`: the step the run resumes from; TensorBoard then drops the events an
+  earlier, interrupted run logged after it, instead of drawing those steps twice
+  (metrics.jsonl keeps them: the newer row of a step wins in read_metrics).
   """
 
-  def __init__(self, workdir, tensorboard=True):
+  def __init__(self, workdir, tensorboard=True, resume_step=0):
     self.path = workdir_lib.path(workdir, workdir_lib.METRICS)
     self._file = self._tb = None
     if not workdir_lib.is_writer():
@@ -29,7 +32,8 @@ class MetricWriter:
     os.makedirs(workdir, exist_ok=True)
     _end_torn_line(self.path)
     self._file = open(self.path, "a", encoding="utf-8")
-    self._tb = SummaryWriter(logdir=workdir, flush_secs=30) if tensorboard else None
+    self._tb = SummaryWriter(logdir=workdir, flush_secs=30,
+                             purge_step=resume_step + 1) if tensorboard else None
 
   def write(self, step, metrics):
     if self._file is None:

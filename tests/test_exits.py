@@ -1,9 +1,13 @@
 """How commands end: a stop before the configured end has its own exit status and
 leaves eval.json marked unfinished; the one-shot prune trains no control unasked."""
+import glob
 import os
 import signal
+import struct
 
 import pytest
+from tensorboardX.proto import event_pb2
+from tensorboardX.proto.event_pb2 import SessionLog
 
 from dit_jax import cli, pruning, train, workdir as workdir_lib, writers
 from tests.test_train import tiny
@@ -48,6 +52,28 @@ def test_a_stop_while_the_control_trains_is_marked_and_exits_with_its_own_status
   assert "unfinished" not in ev and "mem_ratio" in ev["control"]
   assert ev["control"]["step"] == 20
   cli.finish(again)  # returns: exit status 0
+  # TensorBoard drops what the stopped control logged after its checkpoint at 15
+  assert _purge_steps(os.path.join(w, workdir_lib.CONTROL)) == [[11], [16]]
+  assert _purge_steps(w) == [[1], [21]]
+
+
+def _purge_steps(workdir):
+  """Per event file, oldest first: the steps of its session-start events, from which
+  TensorBoard drops the events of older files (read without TensorFlow)."""
+  out = []
+  for file in sorted(glob.glob(os.path.join(workdir, "events.out.tfevents.*")),
+                     key=os.path.getmtime):
+    with open(file, "rb") as f:
+      data = f.read()
+    steps, i = [], 0
+    while i < len(data):  # TFRecord: length (8 bytes), its crc (4), event, its crc (4)
+      n = struct.unpack("<Q", data[i:i + 8])[0]
+      event = event_pb2.Event.FromString(data[i + 12:i + 12 + n])
+      i += 12 + n + 4
+      if event.HasField("session_log") and event.session_log.status == SessionLog.START:
+        steps.append(event.step)
+    out.append(steps)
+  return out
 
 
 def test_the_one_shot_prune_trains_a_control_only_when_asked_and_from_the_source_step(

@@ -9,6 +9,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -156,3 +157,17 @@ def test_a_sweep_copy_cut_short_leaves_no_checkpoints_to_resume_from(tmp_path, m
   monkeypatch.setattr(shutil, "copyfile", real_copy)
   sweep._start(point, pdir, str(tmp_path))  # pylint: disable=protected-access
   assert os.path.exists(os.path.join(pdir, "checkpoints", "10", "state", "array"))
+
+
+def test_a_resumed_writer_tells_tensorboard_to_drop_the_steps_after_the_checkpoint(tmp_path):
+  from tests.test_exits import _purge_steps  # pylint: disable=import-outside-toplevel
+  w = str(tmp_path)
+  first = writers.MetricWriter(w)
+  for step in (5, 10, 15):  # 15 was logged, then the run died before checkpointing it
+    first.write(step, {"train/loss": 1.0 / step})
+  first.close()
+  time.sleep(1.1)  # event files are named by the second: a new one, as a restart makes
+  again = writers.MetricWriter(w, resume_step=10)
+  again.write(15, {"train/loss": 0.5})
+  again.close()
+  assert _purge_steps(w) == [[1], [11]]
