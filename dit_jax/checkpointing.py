@@ -1,8 +1,11 @@
 """Orbax checkpoints of the whole train state plus a JSON record of the run.
 
-Each step directory holds `state` (params, optimizer state, EMA, step, rng) and
-`meta` (architecture, base architecture from the config, data position, and
+Each step directory holds the train state in four orbax items, so that a reader
+restores only what it needs (evaluation and sampling: `ema`, a quarter of the
+bytes): `params`, `ema`, `opt_state` (Adam's two moments) and `loop` (step, rng);
+and `meta` (architecture, base architecture from the config, data position, and
 anything else the run needs to rebuild its shapes before restoring arrays).
+Steps written before the split hold one `state` item; they restore as before.
 
 `meta` also carries a checksum of every array, taken at save time: orbax reads a
 flipped byte inside a compressed chunk back as garbage without an error, so
@@ -26,6 +29,12 @@ from dit_jax import sharding
 log = logging.getLogger("dit_jax")
 
 DAMAGED_PREFIX = "damaged-"
+
+
+# orbax item -> the train state's keys it holds
+ITEMS = {"params": ("params",), "ema": ("ema",), "opt_state": ("opt_state",),
+         "loop": ("step", "rng")}
+OLD_ITEM = "state"  # every key in one item, as steps were written before the split
 
 
 class DamagedCheckpointError(ValueError):
@@ -65,21 +74,32 @@ class Checkpointer:
     out = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
     return out["meta"]
 
-  def restore(self, abstract_state, step=None):
-    """Restores arrays into the shapes and shardings of `abstract_state`.
+  def restore(self, abstract_state, step=None, keys=None):
+    """Restores arrays into the shapes and shardings of `abstract_state` (None: as
+    saved); `keys` (e.g. ("ema",)) reads only the items that hold those state keys
+    and returns only them.
 
     Raises DamagedCheckpointError when the arrays differ from their checksums.
     """
     step = self.latest_step() if step is None else step
-    state, meta = self._restore_unverified(abstract_state, step)
+    state, meta = self._restore_unverified(abstract_state, step, keys)
     _verify(state, meta, self.step_path(step))
     return state, meta
 
-  def _restore_unverified(self, abstract_state, step):
+  def _restore_unverified(self, abstract_state, step, keys=None):
+    part = lambda tree, names: None if tree is None else {k: tree[k] for k in names}
+    if (self.step_path(step) / OLD_ITEM).exists():  # written before the split: all or nothing
+      out = self.manager.restore(step, args=ocp.args.Composite(**{
+          OLD_ITEM: ocp.args.StandardRestore(abstract_state), "meta": ocp.args.JsonRestore()}))
+      state = out[OLD_ITEM]
+      return (state if keys is None else part(state, keys)), out["meta"]
+    items = [i for i, names in ITEMS.items() if (self.step_path(step) / i).exists() and
+             (keys is None or set(names) & set(keys))]
     out = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state),
-        meta=ocp.args.JsonRestore()))
-    return out["state"], out["meta"]
+        meta=ocp.args.JsonRestore(),
+        **{i: ocp.args.StandardRestore(part(abstract_state, ITEMS[i])) for i in items}))
+    state = {k: v for i in items for k, v in out[i].items()}
+    return (state if keys is None else part(state, keys)), out["meta"]
 
   def restore_latest(self, abstract_fn):
     """(step, state, meta) of the newest step that reads back whole; None if none exist.
@@ -121,7 +141,9 @@ class Checkpointer:
     meta = dict(meta, checksums=checksums(state))
     with self._write_errors():  # this save's own writes, or the previous async one's
       saved = self.manager.save(step, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=force)
+          meta=ocp.args.JsonSave(meta),
+          **{item: ocp.args.StandardSave(part) for item, part in _split(state).items()}),
+          force=force)
     if saved:
       log.info("checkpoint at step %d queued in %s", step, self.directory)
     return saved
@@ -205,6 +227,15 @@ class Checkpointer:
         log.warning("moved damaged checkpoint %s to %s (kept, not deleted)", path, target)
     distributed.barrier("dit_jax_set_aside_damaged")  # the renames done, for all
     self.manager.reload()
+
+
+def _split(state):
+  """{item: the part of the state it holds}; items with none of their keys are left out."""
+  unknown = set(state) - {k for keys in ITEMS.values() for k in keys}
+  if unknown:
+    raise ValueError(f"no checkpoint item holds the state's {sorted(unknown)}; add them to ITEMS")
+  parts = {item: {k: state[k] for k in keys if k in state} for item, keys in ITEMS.items()}
+  return {item: part for item, part in parts.items() if part}
 
 
 def _files(directory):
@@ -295,10 +326,13 @@ def _name(path):
 
 
 def _verify(state, meta, path):
+  """Compares the restored arrays (all of the state, or some of its keys) with the
+  checksums taken at save time."""
   expected = meta.get("checksums")
   if expected is None:  # written before checksums existed
     return
   got = checksums(state)
+  expected = {k: v for k, v in expected.items() if k.split("/")[0] in state}  # those read
   bad = sorted(k for k in set(expected) | set(got) if expected.get(k) != got.get(k))
   if bad:
     raise DamagedCheckpointError(

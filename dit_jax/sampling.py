@@ -53,7 +53,7 @@ def draw_samples(setup, scfg, params, num, seed, value_range, batch=256, mesh=No
 def sample_to_png(workdir, path, num=64, seed=0, method=None, steps=None, guidance=None):
   """Samples the EMA weights of the newest checkpoint into a grid PNG; returns the step."""
   mesh = sharding.make_mesh()
-  config, setup, state, meta = workdir_lib.load(workdir, mesh=mesh)
+  config, setup, state, meta = workdir_lib.load(workdir, mesh=mesh, keys=("ema",))
   scfg = ml_collections.ConfigDict(config.sample.to_dict())
   scfg.method = method or scfg.method
   scfg.steps = steps or scfg.steps

@@ -198,10 +198,11 @@ def check_fingerprint(stored, config, directory):
         "the run was started with, or use a new --workdir (nothing in this one was changed).")
 
 
-def load(workdir, step=None, mesh=None):
+def load(workdir, step=None, mesh=None, keys=None):
   """(config, setup, state, meta) of a checkpoint, restored into the mesh's shardings.
 
   For the inference tools (evaluate, sample, prune); the newest step by default.
+  `keys` (e.g. ("ema",)): restore only those parts of the train state.
   """
   config = read_config(workdir)
   ckpt = checkpointing.Checkpointer(os.path.abspath(path(workdir, CHECKPOINTS)),
@@ -213,7 +214,7 @@ def load(workdir, step=None, mesh=None):
     meta = ckpt.restore_meta(step)
     setup = state_lib.make_setup(config, dit.Arch.from_json(meta["arch"]))
     mesh = mesh or sharding.make_mesh()
-    state, meta = ckpt.restore(state_lib.abstract_state(setup, mesh), step)
+    state, meta = ckpt.restore(state_lib.abstract_state(setup, mesh), step, keys)
   finally:
     ckpt.close()
   return config, setup, state, meta

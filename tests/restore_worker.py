@@ -27,7 +27,7 @@ def main(port, process_id, directory, damaged):
       (4, 3), spec, lambda index: np.full((4, 3), v, np.float32)[index])
   ckpt = checkpointing.Checkpointer(directory, keep=5, async_save=False)
   for step in (10, 20):
-    ckpt.save(step, {"w": make(step)}, {"step": step}, force=True)
+    ckpt.save(step, {"params": {"w": make(step)}}, {"step": step}, force=True)
   ckpt.wait()
   distributed.barrier("dit_jax_test_saved")
   if process_id == damaged:
@@ -39,9 +39,10 @@ def main(port, process_id, directory, damaged):
       return local_damage(step)
 
     ckpt._local_damage = lagging  # pylint: disable=protected-access
-  abstract = lambda meta: {"w": jax.ShapeDtypeStruct((4, 3), np.float32, sharding=spec)}
+  abstract = lambda meta: {"params": {"w": jax.ShapeDtypeStruct((4, 3), np.float32,
+                                                         sharding=spec)}}
   step, state, _ = ckpt.restore_latest(abstract)
-  value = float(sharding.gather(state["w"]).mean())
+  value = float(sharding.gather(state["params"]["w"]).mean())
   ckpt.close()
   distributed.barrier("dit_jax_test_done")
   print("RESULT " + json.dumps({"step": step, "value": value,

@@ -49,7 +49,7 @@ def digest(path):
 
 
 def largest_array_file(step_dir):
-  return max(glob.glob(os.path.join(step_dir, "state", "**", "d", "*"), recursive=True),
+  return max(glob.glob(os.path.join(step_dir, "*", "**", "d", "*"), recursive=True),
              key=os.path.getsize)
 
 
