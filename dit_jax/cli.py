@@ -87,6 +87,7 @@ def finish(run):
 def locked_workdir(workdir, tool):
   """Holds an existing workdir's lock while `tool` writes its files (eval.json,
   report/): a run or a second tool on it is refused, not raced."""
+  workdir_lib.check_local(workdir)
   if not os.path.isdir(workdir):
     raise ConfigError(f"--workdir {workdir} does not exist: give a training workdir.")
   lock = workdir_lock.acquire(workdir, process_index=jax.process_index(), tool=tool)

@@ -320,6 +320,7 @@ def prune_workdir(src, dst, control=False, **prune_fields):
   dst/control/ also gets the unpruned state at that step: the fine-tuning run then
   trains the control from there (never from step 0, whatever src's config said).
   """
+  workdir_lib.check_local(dst)
   mesh = sharding.make_mesh()
   config, setup, state, meta = workdir_lib.load(src, mesh=mesh)
   config.prune.update(prune_fields)

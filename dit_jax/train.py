@@ -243,6 +243,7 @@ def _will_evaluate(config):
 
 def train_and_evaluate(config, workdir, extra_hooks=()):
   """Trains (or resumes) a DiT per `config` in `workdir`, then evaluates; returns the Run."""
+  workdir_lib.check_local(workdir)
   config = config_check.finalize(config)
   workdir = os.path.abspath(workdir)  # orbax needs absolute paths
   mesh = sharding.make_mesh(config.mesh)

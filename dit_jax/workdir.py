@@ -48,6 +48,23 @@ def path(workdir, *parts):
   return os.path.join(workdir, *parts)
 
 
+def check_local(workdir):
+  """Refuses an object-store URL (gs://, s3://, ...) as a workdir, before anything runs.
+
+  The workdir needs a POSIX filesystem: the one-run lock is an flock, every file is
+  written by rename, metrics.jsonl is appended to, and os.path would otherwise read
+  `gs://b/run` as the local folder `gs:/b/run`. Checkpoints alone could go to a bucket
+  (orbax writes them through etils.epath), the rest cannot yet.
+  """
+  scheme, sep, _ = str(workdir).partition("://")
+  if sep and scheme.isidentifier():
+    raise ConfigError(
+        f"workdir {workdir}: {scheme}:// is not supported, a workdir must be a path on a "
+        "mounted filesystem (it takes a file lock and renames files). Use a local disk or "
+        "a shared mount (NFS, Lustre with -o flock, a Filestore) and copy the finished "
+        "workdir to the bucket (e.g. gsutil -m rsync -r W gs://...).")
+
+
 def is_writer():
   """Whether this process writes the workdir's files: process 0 of a multi-host run,
   or the only one. Checkpoints are the exception: orbax has every process write
@@ -204,6 +221,7 @@ def load(workdir, step=None, mesh=None, keys=None):
   For the inference tools (evaluate, sample, prune); the newest step by default.
   `keys` (e.g. ("ema",)): restore only those parts of the train state.
   """
+  check_local(workdir)
   config = read_config(workdir)
   ckpt = checkpointing.Checkpointer(os.path.abspath(path(workdir, CHECKPOINTS)),
                                     config.checkpoint.keep, async_save=False)

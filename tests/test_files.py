@@ -171,3 +171,17 @@ def test_a_resumed_writer_tells_tensorboard_to_drop_the_steps_after_the_checkpoi
   again.write(15, {"train/loss": 0.5})
   again.close()
   assert _purge_steps(w) == [[1], [11]]
+
+
+@pytest.mark.parametrize("url", ["gs://bucket/run", "s3://bucket/run"])
+def test_an_object_store_workdir_is_refused_before_anything_runs(tmp_path, monkeypatch,
+                                                                 data_dir, url):
+  from tests.test_train import tiny  # pylint: disable=import-outside-toplevel
+  from dit_jax import cli, train  # pylint: disable=import-outside-toplevel
+  monkeypatch.chdir(tmp_path)
+  for attempt in (lambda: train.train_and_evaluate(tiny(data_dir), url),
+                  lambda: workdir_lib.load(url),
+                  lambda: cli.locked_workdir(url, "scripts/evaluate.py").__enter__()):
+    with pytest.raises(ConfigError, match=f"{url.split(':')[0]}:// is not supported"):
+      attempt()
+  assert os.listdir(tmp_path) == []  # no local folder named "gs:" or "s3:"
