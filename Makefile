@@ -7,12 +7,31 @@ export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.jax_cache
 
 .PHONY: run test test-fast bench clean fid_weights
 
+# ACCEL: JAX's backend. auto (default) probes this machine (nvidia-smi or an NVIDIA
+# device node: cuda12; a TPU chip on the PCI bus: tpu; else cpu); cuda12 and tpu add
+# setup.py's extra of that name, JAX's own plugin at the pinned jax's version
+ACCEL ?= auto
+ifeq ($(ACCEL),auto)
+override ACCEL := $(shell python3 -m dit_jax.accelerators 2>/dev/null || echo cpu)
+endif
+ifeq ($(filter $(ACCEL),cpu cuda12 tpu),)
+$(error ACCEL=$(ACCEL): use auto, cpu, cuda12 or tpu)
+endif
+COMMA := ,
+EXTRAS := test$(if $(filter-out cpu,$(ACCEL)),$(COMMA)$(ACCEL))
+
 # constraints.txt pins every package to the versions the tests last passed with, so a
-# fresh machine gets the same; setup.py keeps the compatible ranges for other installs
-$(VENV)/.installed: setup.py constraints.txt
+# fresh machine gets the same; setup.py keeps the compatible ranges for other installs.
+# .accel-* records the backend installed: another ACCEL installs again
+$(VENV)/.installed: setup.py constraints.txt $(VENV)/.accel-$(ACCEL)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[$(EXTRAS)]'
+	touch $@
+
+$(VENV)/.accel-$(ACCEL):
+	mkdir -p $(VENV)
+	rm -f $(VENV)/.accel-*
 	touch $@
 
 run: $(VENV)/.installed

@@ -28,8 +28,12 @@ setup(
     ],
     # bench: bench/vs_torch/torch_vs_jax.py's PyTorch DiT only (pinned: the CPU wheel on disk);
     # nothing in dit_jax imports torch. tensorboard: only to view a workdir's events
-    # (tensorboardX writes them without it)
+    # (tensorboardX writes them without it). cuda12 / tpu: JAX's own backend plugins
+    # through jax's extras of the same names, which pin them to the installed jax's
+    # version (constraints.txt pins jax); `make run ACCEL=...` picks one (docs/SCALE.md)
     extras_require={"test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "hypothesis>=6.100,<7"],
                     "bench": ["torch==2.13.0"],
-                    "tensorboard": ["tensorboard>=2.16,<3"]},
+                    "tensorboard": ["tensorboard>=2.16,<3"],
+                    "cuda12": ["jax[cuda12]"],
+                    "tpu": ["jax[tpu]"]},
 )

@@ -1,8 +1,11 @@
 """Orbax checkpoints of the whole train state plus a JSON record of the run.
 
-Each step directory holds `state` (params, optimizer state, EMA, step, rng) and
-`meta` (architecture, base architecture from the config, data position, and
+Each step directory holds the train state in four orbax items, so that a reader
+restores only what it needs (evaluation and sampling: `ema`, a quarter of the
+bytes): `params`, `ema`, `opt_state` (Adam's two moments) and `loop` (step, rng);
+and `meta` (architecture, base architecture from the config, data position, and
 anything else the run needs to rebuild its shapes before restoring arrays).
+Steps written before the split hold one `state` item; they restore as before.
 
 `meta` also carries a checksum of every array, taken at save time: orbax reads a
 flipped byte inside a compressed chunk back as garbage without an error, so
@@ -17,16 +20,21 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
-from jax.experimental import multihost_utils
 
+from dit_jax import distributed
 from dit_jax import sharding
 
 log = logging.getLogger("dit_jax")
 
 DAMAGED_PREFIX = "damaged-"
+
+
+# orbax item -> the train state's keys it holds
+ITEMS = {"params": ("params",), "ema": ("ema",), "opt_state": ("opt_state",),
+         "loop": ("step", "rng")}
+OLD_ITEM = "state"  # every key in one item, as steps were written before the split
 
 
 class DamagedCheckpointError(ValueError):
@@ -66,17 +74,32 @@ class Checkpointer:
     out = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
     return out["meta"]
 
-  def restore(self, abstract_state, step=None):
-    """Restores arrays into the shapes and shardings of `abstract_state`.
+  def restore(self, abstract_state, step=None, keys=None):
+    """Restores arrays into the shapes and shardings of `abstract_state` (None: as
+    saved); `keys` (e.g. ("ema",)) reads only the items that hold those state keys
+    and returns only them.
 
     Raises DamagedCheckpointError when the arrays differ from their checksums.
     """
     step = self.latest_step() if step is None else step
+    state, meta = self._restore_unverified(abstract_state, step, keys)
+    _verify(state, meta, self.step_path(step))
+    return state, meta
+
+  def _restore_unverified(self, abstract_state, step, keys=None):
+    part = lambda tree, names: None if tree is None else {k: tree[k] for k in names}
+    if (self.step_path(step) / OLD_ITEM).exists():  # written before the split: all or nothing
+      out = self.manager.restore(step, args=ocp.args.Composite(**{
+          OLD_ITEM: ocp.args.StandardRestore(abstract_state), "meta": ocp.args.JsonRestore()}))
+      state = out[OLD_ITEM]
+      return (state if keys is None else part(state, keys)), out["meta"]
+    items = [i for i, names in ITEMS.items() if (self.step_path(step) / i).exists() and
+             (keys is None or set(names) & set(keys))]
     out = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state),
-        meta=ocp.args.JsonRestore()))
-    _verify(out["state"], out["meta"], self.step_path(step))
-    return out["state"], out["meta"]
+        meta=ocp.args.JsonRestore(),
+        **{i: ocp.args.StandardRestore(part(abstract_state, ITEMS[i])) for i in items}))
+    state = {k: v for i in items for k, v in out[i].items()}
+    return (state if keys is None else part(state, keys)), out["meta"]
 
   def restore_latest(self, abstract_fn):
     """(step, state, meta) of the newest step that reads back whole; None if none exist.
@@ -84,23 +107,28 @@ class Checkpointer:
     abstract_fn(meta) -> the abstract state of that step (its architecture may
     differ from the config's after pruning); its errors propagate. Damaged steps
     are skipped with a warning and, once an older one has restored, moved aside.
+
+    In a multi-process run every process judges each step, then all adopt one
+    verdict (a step damaged for one host, e.g. a shard it cannot read or a commit
+    marker NFS has not shown it yet, is damaged for all) before anything else: so
+    they restore the same step, run the checksums' collectives on it together, and
+    set aside the same steps, instead of waiting in different collectives forever.
     """
     skipped = []
     for step in sorted(self.all_steps(), reverse=True):
-      try:
-        meta = self._read_meta(step)
-      except Exception as e:  # pylint: disable=broad-except
-        skipped.append(self._skip(step, e))
-        continue
-      abstract = abstract_fn(meta)
-      try:
-        state, meta = self.restore(abstract, step)
-      except Exception as e:  # pylint: disable=broad-except
-        skipped.append(self._skip(step, e))
-        continue
-      self._set_aside(skipped)
-      _same_on_every_process(step, self.directory)
-      return step, state, meta
+      why = self._local_damage(step)  # files only: no collective before the vote
+      if distributed.all_agree(f"dit_jax_readable_{step}", why is None):
+        state, meta, why = self._restore_step(step, abstract_fn)
+        if distributed.all_agree(f"dit_jax_restored_{step}", why is None):
+          try:  # the checksums are a collective on this step, with one answer everywhere
+            _verify(state, meta, self.step_path(step))
+          except DamagedCheckpointError as e:
+            why = e
+          else:
+            self._set_aside(skipped)
+            return step, state, meta
+      skipped.append(self._skip(step, why or DamagedCheckpointError(
+          "damaged as another process of this run sees it")))
     if skipped:  # nothing good to fall back to: change nothing, let a person decide
       raise DamagedCheckpointError(
           f"no checkpoint in {self.directory} reads back ("
@@ -113,7 +141,9 @@ class Checkpointer:
     meta = dict(meta, checksums=checksums(state))
     with self._write_errors():  # this save's own writes, or the previous async one's
       saved = self.manager.save(step, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=force)
+          meta=ocp.args.JsonSave(meta),
+          **{item: ocp.args.StandardSave(part) for item, part in _split(state).items()}),
+          force=force)
     if saved:
       log.info("checkpoint at step %d queued in %s", step, self.directory)
     return saved
@@ -148,14 +178,35 @@ class Checkpointer:
   def step_path(self, step):
     return self.directory / str(step)
 
-  def _read_meta(self, step):
+  def _restore_step(self, step, abstract_fn):
+    """(state, meta, None), or (None, None, why it failed). Orbax's restores are
+    collectives: every process calls this for a step, or none does."""
+    try:
+      meta = self.restore_meta(step)
+    except Exception as e:  # pylint: disable=broad-except
+      return None, None, e
+    abstract = abstract_fn(meta)  # its errors (a changed config) propagate
+    try:
+      return (*self._restore_unverified(abstract, step), None)
+    except Exception as e:  # pylint: disable=broad-except
+      return None, None, e
+
+  def _local_damage(self, step):
+    """What this process alone can see wrong with a step's files (None: nothing):
+    a missing commit marker (orbax lists a step by its name alone and writes the
+    marker last; NFS may show it late), or a file it cannot open and read."""
     path = self.step_path(step)
-    # orbax lists a step directory by its name alone; the marker is written last
-    if not ocp.step.is_path_finalized(
-        path, temporary_path_cls=ocp.path.atomicity.CommitFileTemporaryPath):
-      raise DamagedCheckpointError(
-          f"no {ocp.path.atomicity.COMMIT_SUCCESS_FILE} (an unfinished or partly copied save)")
-    return self.restore_meta(step)
+    try:
+      if not ocp.step.is_path_finalized(
+          path, temporary_path_cls=ocp.path.atomicity.CommitFileTemporaryPath):
+        return DamagedCheckpointError(f"no {ocp.path.atomicity.COMMIT_SUCCESS_FILE} (an "
+                                      "unfinished or partly copied save)")
+      for file in _files(path):
+        with file.open("rb") as f:
+          f.read(1)
+    except OSError as e:
+      return e
+    return None
 
   def _skip(self, step, error):
     path = self.step_path(step)
@@ -169,26 +220,32 @@ class Checkpointer:
     if not skipped:
       return
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    if jax.process_index() == 0:
+    if jax.process_index() == 0:  # every process holds the same list: they voted on it
       for path, _ in skipped:
         target = path.parent / f"{DAMAGED_PREFIX}{path.name}-{stamp}"
         path.rename(target)
         log.warning("moved damaged checkpoint %s to %s (kept, not deleted)", path, target)
-    if jax.process_count() > 1:
-      ocp.multihost.sync_global_processes("dit_jax_set_aside_damaged")
+    distributed.barrier("dit_jax_set_aside_damaged")  # the renames done, for all
     self.manager.reload()
 
 
-def _same_on_every_process(step, directory):
-  """Every process of a multi-host run must resume from the same step."""
-  if jax.process_count() == 1:
-    return
-  steps = multihost_utils.process_allgather(np.asarray(step, np.int64))
-  if len(set(np.ravel(steps).tolist())) != 1:
-    raise DamagedCheckpointError(
-        f"the processes of this run would resume {directory} from different steps "
-        f"{sorted(set(np.ravel(steps).tolist()))}: a step reads back on some hosts and "
-        "not on others. Move the newer steps aside and run again.")
+def _split(state):
+  """{item: the part of the state it holds}; items with none of their keys are left out."""
+  unknown = set(state) - {k for keys in ITEMS.values() for k in keys}
+  if unknown:
+    raise ValueError(f"no checkpoint item holds the state's {sorted(unknown)}; add them to ITEMS")
+  parts = {item: {k: state[k] for k in keys if k in state} for item, keys in ITEMS.items()}
+  return {item: part for item, part in parts.items() if part}
+
+
+def _files(directory):
+  """Every file under directory (epath has no recursive glob: on GCS it would list
+  each level anyway)."""
+  for child in directory.iterdir():
+    if child.is_dir():
+      yield from _files(child)
+    else:
+      yield child
 
 
 def _write_error(directory, error, steps):
@@ -269,10 +326,13 @@ def _name(path):
 
 
 def _verify(state, meta, path):
+  """Compares the restored arrays (all of the state, or some of its keys) with the
+  checksums taken at save time."""
   expected = meta.get("checksums")
   if expected is None:  # written before checksums existed
     return
   got = checksums(state)
+  expected = {k: v for k, v in expected.items() if k.split("/")[0] in state}  # those read
   bad = sorted(k for k in set(expected) | set(got) if expected.get(k) != got.get(k))
   if bad:
     raise DamagedCheckpointError(

@@ -8,10 +8,12 @@ import jax
 from absl import flags
 from absl import logging as absl_logging
 
+from dit_jax import accelerators
 from dit_jax import checkpointing
 from dit_jax import distributed
 from dit_jax import evaluate
 from dit_jax import host_memory
+from dit_jax import train
 from dit_jax import train_step
 from dit_jax import workdir as workdir_lib
 from dit_jax import workdir_lock
@@ -28,8 +30,9 @@ flags.DEFINE_integer("process_id", None, "Multi-process runs: this process's ind
 
 
 def setup():
-  """Host memory kept for reuse, joins a multi-process run if asked, our INFO logs, a
-  persistent compilation cache (JAX_COMPILATION_CACHE_DIR overrides its place).
+  """Host memory kept for reuse, joins a multi-process run if asked, our INFO logs, the
+  backend in use, a persistent compilation cache (JAX_COMPILATION_CACHE_DIR overrides
+  its place).
 
   Runs before any computation: host_memory has to act before JAX starts its threads.
   """
@@ -43,7 +46,14 @@ def setup():
     jax.config.update("jax_compilation_cache_dir",
                       os.path.join(os.path.expanduser("~"), ".cache", "dit_jax_xla"))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+  accelerators.report()  # the backend and devices, and a loud word if it is the wrong one
 
+
+# The exit status of a command stopped (SIGTERM, a preemption notice) before its
+# configured end: its checkpoint is saved and the same command resumes it. 75 is
+# sysexits' EX_TEMPFAIL ("try again later"): distinct from 0 (finished), 1 (an error)
+# and 128+N (killed by signal N), so a job script or a scheduler can requeue on it.
+STOPPED_EXIT = 75
 
 # errors the project raises about the user's input or machine, each with its fix in the
 # message; anything else (a bug, JAX's own errors) keeps its traceback
@@ -59,6 +69,32 @@ def friendly_errors():
   except USER_ERRORS as e:
     logging.debug("error", exc_info=True)
     sys.exit(f"error: {e}")
+  except train.StoppedEarly as e:
+    print(f"stopped: {e}", file=sys.stderr)
+    sys.exit(STOPPED_EXIT)
+
+
+def finish(run):
+  """Prints the run's summary; a run stopped before its end exits with STOPPED_EXIT."""
+  print_summary(run)
+  if run.stop_requested:
+    print(f"stopped before the configured end (step {int(run.state['step'])} of "
+          f"{run.config.train.steps}); run the same command again to finish.", file=sys.stderr)
+    sys.exit(STOPPED_EXIT)
+
+
+@contextlib.contextmanager
+def locked_workdir(workdir, tool):
+  """Holds an existing workdir's lock while `tool` writes its files (eval.json,
+  report/): a run or a second tool on it is refused, not raced."""
+  workdir_lib.check_local(workdir)
+  if not os.path.isdir(workdir):
+    raise ConfigError(f"--workdir {workdir} does not exist: give a training workdir.")
+  lock = workdir_lock.acquire(workdir, process_index=jax.process_index(), tool=tool)
+  try:
+    yield
+  finally:
+    workdir_lock.release(lock)
 
 
 def print_summary(run):

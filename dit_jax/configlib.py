@@ -57,11 +57,17 @@ def load_config_file(path, arg=None):
   return module
 
 
-def read_json_config(file):
+def read_json_config(file, fix="restore it, or use a new workdir."):
   """A config.json (a workdir's resolved config) on top of the base config: a field
-  added since it was written takes its default, one removed since is ignored."""
+  added since it was written takes its default, one removed since is ignored. A torn
+  or hand-broken file is a ConfigError naming it, with `fix`."""
   with open(file, encoding="utf-8") as f:
-    stored = json.load(f)
+    text = f.read()
+  try:
+    stored = json.loads(text)
+  except json.JSONDecodeError as e:
+    raise ConfigError(f"{file} is not valid JSON ({e.msg} at line {e.lineno}, column "
+                      f"{e.colno}): {fix}") from None
   config = base_config()
   _merge(config, stored, "config")
   return config

@@ -184,7 +184,7 @@ def write_report(workdir, sched, extras, dataset, prefix="", buckets=None):
 def evaluate_workdir(workdir, num=None, seed=0, step=None):
   """Evaluates the EMA weights of a checkpoint; writes eval.json and report/."""
   mesh = sharding.make_mesh()
-  config, setup, state, meta = workdir_lib.load(workdir, step, mesh)
+  config, setup, state, meta = workdir_lib.load(workdir, step, mesh, keys=("ema",))
   dataset = data_lib.load(config.data, config.seed)
   num = num or config.eval.num
   summary, extras = evaluate(config, setup, state["ema"], dataset, num, seed, mesh)

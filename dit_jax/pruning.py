@@ -323,16 +323,23 @@ def check_config(p, steps):
     check_int(p[field], f"prune.{field}")
 
 
-def prune_workdir(src, dst, **prune_fields):
+def prune_workdir(src, dst, control=False, **prune_fields):
   """One-shot pruning of the newest checkpoint of `src` into a new workdir `dst`.
 
   `src` is only read. `dst` gets config.json (with config.prune filled in) and a
   checkpoint at the same step holding the pruned state, so that
-  `train_and_evaluate(config, dst)` with more steps fine-tunes it.
+  `train_and_evaluate(config, dst)` with more steps fine-tunes it. With `control`,
+  dst/control/ also gets the unpruned state at that step: the fine-tuning run then
+  trains the control from there (never from step 0, whatever src's config said).
   """
+  workdir_lib.check_local(dst)
   mesh = sharding.make_mesh()
   config, setup, state, meta = workdir_lib.load(src, mesh=mesh)
   config.prune.update(prune_fields)
+  config.prune.control = control
+  if control and not config.prune.finetune_steps:
+    raise ConfigError("a control is the unpruned model fine-tuned the same steps: give "
+                      "finetune_steps > 0 with it (--finetune_steps N).")
   config.prune.at_step = step = meta["step"]
   config.train.steps = max(config.train.steps, step + config.prune.finetune_steps)
   check_config(config.prune, config.train.steps)
@@ -340,11 +347,18 @@ def prune_workdir(src, dst, **prune_fields):
   if os.path.exists(workdir_lib.path(dst, workdir_lib.CHECKPOINTS)):
     raise ConfigError(f"{dst} already holds checkpoints; pick a new output workdir.")
   dataset = data_lib.load(config.data, config.seed)
-  arch, state, record = prune(config, setup, state, dataset, mesh, step)
   os.makedirs(dst, exist_ok=True)
-  ckpt = checkpointing.Checkpointer(workdir_lib.path(dst, workdir_lib.CHECKPOINTS),
-                                    config.checkpoint.keep)
-  ckpt.save(step, state, dict(meta, arch=arch.to_json(), pruned=record), force=True)
-  ckpt.close()
+  if control:  # before the prune, which may reuse the unpruned arrays' buffers
+    _save_step(workdir_lib.path(dst, workdir_lib.CONTROL, workdir_lib.CHECKPOINTS),
+               config, step, state, meta)
+  arch, state, record = prune(config, setup, state, dataset, mesh, step)
+  _save_step(workdir_lib.path(dst, workdir_lib.CHECKPOINTS), config, step, state,
+             dict(meta, arch=arch.to_json(), pruned=record))
   workdir_lib.write_config(config, dst)
   return config, record
+
+
+def _save_step(directory, config, step, state, meta):
+  ckpt = checkpointing.Checkpointer(directory, config.checkpoint.keep, async_save=False)
+  ckpt.save(step, state, meta, force=True)
+  ckpt.close()

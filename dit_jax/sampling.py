@@ -83,7 +83,7 @@ def sample_config(config, method=None, steps=None, guidance=None):
 def sample_to_png(workdir, path, num=64, seed=0, method=None, steps=None, guidance=None):
   """Samples the EMA weights of the newest checkpoint into a grid PNG; returns the step."""
   mesh = sharding.make_mesh()
-  config, setup, state, meta = workdir_lib.load(workdir, mesh=mesh)
+  config, setup, state, meta = workdir_lib.load(workdir, mesh=mesh, keys=("ema",))
   scfg = sample_config(config, method, steps, guidance)
   value_range = meta["value_range"]
   x = make_sampler(setup, scfg, num, value_range, mesh)(state["ema"], jax.random.PRNGKey(seed))

@@ -40,6 +40,11 @@ from dit_jax.models import dit
 log = logging.getLogger("dit_jax")
 
 
+class StoppedEarly(Exception):
+  """A stop (SIGTERM, a preemption notice) before the configured end of a command
+  that runs several trainings (a sweep); their checkpoints are saved."""
+
+
 class Run:
   """Mutable bits of one training run shared by the loop and its hooks."""
 
@@ -252,6 +257,7 @@ def _will_evaluate(config):
 
 def train_and_evaluate(config, workdir, extra_hooks=()):
   """Trains (or resumes) a DiT per `config` in `workdir`, then evaluates; returns the Run."""
+  workdir_lib.check_local(workdir)
   config = config_check.finalize(config)
   workdir = os.path.abspath(workdir)  # orbax needs absolute paths
   mesh = sharding.make_mesh(config.mesh)
@@ -274,11 +280,12 @@ def train_and_evaluate(config, workdir, extra_hooks=()):
     run = Run(config, workdir, dataset, state_lib.make_setup(config, arch), mesh, ckpt)
     start = _restore_or_init(run, jax.random.PRNGKey(config.seed))
     workdir_lib.write_config(config, workdir)
-    run.writer = writers.MetricWriter(workdir)
+    run.writer = writers.MetricWriter(workdir, resume_step=start)
     try:
       _loop(run, start, extra_hooks)
       if config.eval.at_end and not run.stop_requested:  # still holding the workdir lock
         run.summary = _evaluate_at_end(run)
+      _record_finished(run)
     except BaseException:
       # a full disk fails the event file's last flush too; keep the first error visible
       run.writer.close(quiet=True)
@@ -410,12 +417,38 @@ def _evaluate_at_end(run):
   if run.config.prune.control:
     log.info("the control: the unpruned model fine-tuned the same %d steps",
              run.config.train.steps - run.pruned["step"])
-    run.control = train_and_evaluate(
-        control_config(run.config),
-        workdir_lib.path(run.workdir, workdir_lib.CONTROL)).summary
+    control = train_and_evaluate(control_config(run.config),
+                                 workdir_lib.path(run.workdir, workdir_lib.CONTROL))
+    if control.stop_requested:  # this run is not finished until its control is
+      run.stop_requested = True
+      workdir_lib.write_eval(run.workdir, control=_unfinished_section(control))
+      return summary
+    run.control = control.summary
     workdir_lib.write_eval(run.workdir, control=run.control)
   evaluate.write_before_after(run.workdir, run.before, summary, run.pruned, run.control)
   return summary
+
+
+def _unfinished_section(run):
+  """What eval.json holds in place of a section whose run was stopped: never a null
+  or an older value that would read as a finished one."""
+  return {"finished": False, "step": int(run.state["step"]), "steps": run.config.train.steps}
+
+
+def _record_finished(run):
+  """eval.json's `unfinished` section while the run has not reached its configured end
+  (training, the end evaluation, the control); gone once it has."""
+  if not run.stop_requested:
+    workdir_lib.write_eval(run.workdir, unfinished=None)
+    return
+  config = run.config
+  ends = ["summary"] if config.eval.at_end and run.summary is None else []
+  if config.prune.at_step >= 0 and config.prune.control and run.control is None:
+    ends.append(workdir_lib.CONTROL)
+  workdir_lib.write_eval(run.workdir, unfinished=dict(_unfinished_section(run), sections=ends))
+  log.warning("stopped before the configured end (step %d of %d); eval.json marks %s as "
+              "unfinished. Run the same command again to finish.", int(run.state["step"]),
+              config.train.steps, ", ".join(ends) or "nothing")
 
 
 def _install_sigterm(run):

@@ -24,11 +24,19 @@ def lock_name(process_index=0):
   return LOCK_NAME if process_index == 0 else f"{LOCK_NAME}.{process_index}"
 
 
-def acquire(workdir, need_bytes=0, process_index=0):
+# flock errors that mean "this filesystem has no flock", not "someone holds it":
+# Lustre mounted without -o flock answers ENOSYS, some NFS and FUSE mounts ENOLCK or
+# EOPNOTSUPP
+NO_FLOCK = (errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP)
+
+
+def acquire(workdir, need_bytes=0, process_index=0, tool=None):
   """Checks that workdir is writable with need_bytes free, then locks it; -> the lock.
 
-  Release with release(lock) (or by exiting). The lock file stays: deleting it
-  would let a third run lock a new file while the second still holds the old one.
+  `tool` names a program other than a training run that takes the lock to write the
+  workdir's files (e.g. "scripts/evaluate.py"); its refusal says so. Release with
+  release(lock) (or by exiting). The lock file stays: deleting it would let a third
+  run lock a new file while the second still holds the old one.
   """
   try:
     os.makedirs(workdir, exist_ok=True)
@@ -46,16 +54,36 @@ def acquire(workdir, need_bytes=0, process_index=0):
     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
   except OSError as e:
     lock.close()
+    if e.errno in NO_FLOCK:
+      raise _no_flock(workdir, e) from e
     if e.errno not in (errno.EAGAIN, errno.EACCES):
       raise _unusable(workdir, e) from e
-    pid = holder_pid(path)
-    who = f"another run (pid {pid})" if pid else "another run"
-    if pid == os.getpid():  # e.g. a failed run whose traceback still holds its lock
-      who = "an earlier run in this process"
-    raise WorkdirError(
-        f"{who} is training in workdir {workdir}; wait for it to finish or stop it, or "
-        "use another --workdir. (A run that crashed holds no lock.)") from None
+    raise _taken(workdir, holder_pid(path), tool) from None
   return lock
+
+
+def _taken(workdir, pid, tool):
+  who = f"another run (pid {pid})" if pid else "another run"
+  if pid == os.getpid():  # e.g. a failed run whose traceback still holds its lock
+    who = "an earlier run in this process"
+  if tool is None:
+    return WorkdirError(
+        f"{who} is training in workdir {workdir}; wait for it to finish or stop it, or "
+        "use another --workdir. (A run that crashed holds no lock.)")
+  return WorkdirError(
+      f"{who} holds workdir {workdir} (a training run, or another evaluation): it writes "
+      f"eval.json and report/ there too, so {tool} does not run beside it. Run it again "
+      "when that one has finished (a run evaluates at its end), or stop it first.")
+
+
+def _no_flock(workdir, error):
+  return WorkdirError(
+      f"workdir {workdir} is on a filesystem without file locks ({error}): Lustre mounted "
+      "without -o flock does this, as do some NFS and FUSE mounts. The lock is what "
+      "keeps a second run from writing the same workdir, so the run does not go on "
+      "without it. Use a workdir on a filesystem with flock (local disk, NFS with its lock "
+      "service, Lustre mounted with -o flock; ask the cluster's admins), and copy the "
+      "results to shared storage after the run.")
 
 
 def release(lock):

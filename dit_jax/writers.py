@@ -19,16 +19,21 @@ class MetricWriter:
   """Appends one JSON object per logged step and mirrors scalars to TensorBoard.
 
   On a process other than the writer (workdir.is_writer) it writes nothing.
+  `resume_step`: the step the run resumes from; TensorBoard then drops the events an
+  earlier, interrupted run logged after it, instead of drawing those steps twice
+  (metrics.jsonl keeps them: the newer row of a step wins in read_metrics).
   """
 
-  def __init__(self, workdir, tensorboard=True):
+  def __init__(self, workdir, tensorboard=True, resume_step=0):
     self.path = workdir_lib.path(workdir, workdir_lib.METRICS)
     self._file = self._tb = None
     if not workdir_lib.is_writer():
       return
     os.makedirs(workdir, exist_ok=True)
+    _end_torn_line(self.path)
     self._file = open(self.path, "a", encoding="utf-8")
-    self._tb = SummaryWriter(logdir=workdir, flush_secs=30) if tensorboard else None
+    self._tb = SummaryWriter(logdir=workdir, flush_secs=30,
+                             purge_step=resume_step + 1) if tensorboard else None
 
   def write(self, step, metrics):
     if self._file is None:
@@ -55,16 +60,39 @@ class MetricWriter:
                                            os.path.dirname(self.path), e)
 
 
+def _end_torn_line(path):
+  """A run killed in the middle of a write (or a full disk) leaves a line without its
+  newline: end it, so that the next row starts a line of its own and only the torn
+  one is lost."""
+  if not os.path.exists(path) or os.path.getsize(path) == 0:
+    return
+  with open(path, "rb+") as f:
+    f.seek(-1, os.SEEK_END)
+    if f.read(1) != b"\n":
+      f.write(b"\n")
+
+
 def read_metrics(workdir):
-  """Rows of metrics.jsonl; for a step logged twice (a resumed run) the last wins."""
+  """Rows of metrics.jsonl; for a step logged twice (a resumed run) the last wins.
+
+  A line that does not parse (torn by a kill or a full disk) is skipped with a warning.
+  """
   path = workdir_lib.path(workdir, workdir_lib.METRICS)
   by_step = {}
   if os.path.exists(path):
-    with open(path, encoding="utf-8") as f:
-      for line in f:
-        if line.strip():
+    with open(path, encoding="utf-8", errors="replace") as f:
+      for number, line in enumerate(f, 1):
+        if not line.strip():
+          continue
+        try:
           row = json.loads(line)
-          by_step.setdefault(row["step"], {}).update(row)
+          step = row["step"]
+        except (json.JSONDecodeError, TypeError, KeyError):
+          logging.getLogger("dit_jax").warning(
+              "%s line %d is not a whole metrics row (a write cut short by a kill or a "
+              "full disk?); skipped: %.80r", path, number, line)
+          continue
+        by_step.setdefault(step, {}).update(row)
   return [by_step[s] for s in sorted(by_step)]
 
 

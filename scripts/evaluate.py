@@ -19,7 +19,8 @@ flags.mark_flags_as_required(["workdir"])
 def main(argv):
   del argv
   cli.setup()
-  with cli.friendly_errors():
+  # the run writes eval.json too: under its lock, never beside it
+  with cli.friendly_errors(), cli.locked_workdir(FLAGS.workdir, "scripts/evaluate.py"):
     summary = evaluate.evaluate_workdir(FLAGS.workdir, FLAGS.num, FLAGS.seed, FLAGS.step)
   print(evaluate.format_summary(summary))
   print(f"wrote {os.path.join(FLAGS.workdir, 'eval.json')} and "

@@ -21,7 +21,7 @@ def main(argv):
   cli.setup()
   with cli.friendly_errors():
     run = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  cli.print_summary(run)
+  cli.finish(run)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 import runpy
+import subprocess
 import sys
 
 import jax
@@ -109,3 +110,20 @@ def test_train_throughput_measures_a_32x32x3_step():
   out = train_throughput.measure("tiny/2", 2, "float32", 1, peak=1e12)
   assert out["image"] == "32x32x3" and out["params"] == 1272972
   assert out["images_per_sec"] > 0 and 0 < out["mfu"] < 1 and out["peak_source"] != ""
+
+
+def test_gpu_check_dry_run_prints_one_passing_json_line_per_result(tmp_path, data_dir):
+  """bench/gpu_check.py's own steps at tiny sizes on the CPU (its cifar10 step, two
+  trainings and FID evaluations, is left to the GPU run: minutes on a CPU)."""
+  done = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "bench", "gpu_check.py"), "--out",
+       str(tmp_path / "out"), "--cpu-dry-run", "--data_dir", data_dir,
+       "--checks", "install,backend,make_run,throughput"],
+      cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+  lines = [json.loads(l) for l in done.stdout.splitlines() if l.startswith("{")]
+  assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+  assert [l["check"] for l in lines] == ["install", "backend", "make_run", "throughput"]
+  assert all(l["ok"] for l in lines), lines
+  assert ".[test,cuda12]" in lines[0]["pip"]  # shown by make -n, not installed
+  assert lines[2]["step"] == 10 and lines[2]["steps_per_sec"] > 0
+  assert lines[3]["variant"] == "tiny/2" and 0 < lines[3]["mfu"] < 1

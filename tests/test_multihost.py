@@ -14,6 +14,8 @@ import jax
 import numpy as np
 import pytest
 
+from dit_jax import cli
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 60
 
@@ -44,10 +46,10 @@ def _pair(workdir, data_dir):
   return [_train(workdir, data_dir, 2, (port, pid)) for pid in (0, 1)]
 
 
-def _finish(procs, timeout=600):
+def _finish(procs, timeout=600, status=0):
   outs = [p.communicate(timeout=timeout) for p in procs]
   for p, (_, err) in zip(procs, outs):
-    assert p.returncode == 0, err[-3000:]
+    assert p.returncode == status, err[-3000:]
   return outs
 
 
@@ -81,7 +83,7 @@ def test_two_processes_stop_together_resume_and_match_one_process(tmp_path, data
         [p.communicate()[1][-2000:] for p in procs if p.poll() is not None]
     time.sleep(0.5)
   procs[1].send_signal(signal.SIGTERM)  # one host is preempted
-  _finish(procs)
+  _finish(procs, status=cli.STOPPED_EXIT)  # both stopped early, and say so
   ckpts = sorted(int(d) for d in os.listdir(os.path.join(two, "checkpoints")) if d.isdigit())
   stopped = ckpts[-1]
   assert 15 <= stopped < STEPS and stopped % 10 == 0  # both saved the same agreed step
@@ -110,3 +112,37 @@ def test_two_processes_stop_together_resume_and_match_one_process(tmp_path, data
   assert resumed and min(resumed) > stopped and len(resumed) == len(set(resumed))
   assert sorted(os.listdir(two)).count("config.json") == 1
   assert os.path.exists(os.path.join(two, ".lock.1"))  # process 1 held its own lock
+
+
+def _restore_pair(directory, damaged, timeout=150):
+  """tests/restore_worker.py as two real processes; -> their RESULT dicts. A hang
+  (processes waiting in different collectives) fails at the timeout."""
+  port = _free_port()
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  procs = [subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "restore_worker.py"),
+                             str(port), str(pid), directory, str(damaged)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for pid in (0, 1)]
+  try:
+    outs = [p.communicate(timeout=timeout) for p in procs]
+  except subprocess.TimeoutExpired:
+    for p in procs:
+      p.kill()
+    raise AssertionError(f"the two processes did not finish in {timeout}s: a hang") from None
+  results = []
+  for p, (out, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+    line = [l for l in out.splitlines() if l.startswith("RESULT ")][-1]
+    results.append(json.loads(line[len("RESULT "):]))
+  return results
+
+
+def test_a_step_damaged_on_one_process_only_is_skipped_by_both(tmp_path):
+  """Process 1 cannot read step 20 (its NFS has not shown it the commit marker);
+  process 0 can. Both must restore step 10, and step 20 is set aside once."""
+  results = _restore_pair(str(tmp_path / "ckpt"), damaged=1)
+  assert [r["step"] for r in results] == [10, 10]
+  assert [r["value"] for r in results] == [10.0, 10.0]
+  listing = results[0]["listing"]
+  assert "10" in listing and "20" not in listing
+  assert len([n for n in listing if n.startswith("damaged-20-")]) == 1

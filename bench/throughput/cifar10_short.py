@@ -25,7 +25,7 @@ import tensorflow_datasets as tfds
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 from configs import cifar10_5k  # noqa: E402
-from dit_jax import configlib, train, writers  # noqa: E402
+from dit_jax import configlib, pruning, train, writers  # noqa: E402
 
 ROWS = (("control", "random", 0.0), ("head_grad", "head_grad", 0.2),
         ("random", "random", 0.2), ("select_taylor", "select_taylor", 0.2))
@@ -73,6 +73,8 @@ def main():
   parser.add_argument("--num", type=int, default=2000, help="samples per evaluation")
   parser.add_argument("--runlocal", action="store_true")
   parser.add_argument("--allow_cpu", action="store_true")
+  parser.add_argument("--rows", default=",".join(r[0] for r in ROWS),
+                      help="the pruned rows to run, by name (the base row always runs)")
   args = parser.parse_args()
   platform = jax.devices()[0].platform
   if platform != "gpu" and not args.allow_cpu:
@@ -91,10 +93,10 @@ def main():
   record["train_steps_per_sec"] = rate
   full = cifar10_5k.get_config().train.steps
   record["projected_full_run_h"] = full / rate / 3600 if rate else None
-  for name, method, ratio in ROWS:
+  for name, method, ratio in (r for r in ROWS if r[0] in args.rows.split(",")):
     t0 = time.perf_counter()
     dst = os.path.join(args.out, name)
-    cfg, rec = train.prune_workdir(base, dst, method=method, ratio=ratio, mlp_ratio=0.0)
+    cfg, rec = pruning.prune_workdir(base, dst, method=method, ratio=ratio, mlp_ratio=0.0)
     cfg.train.steps = rec["step"] + args.ft
     run = train.train_and_evaluate(cfg, dst)
     record["rows"][name] = dict(summary(run, time.perf_counter() - t0), heads=rec["heads"],

@@ -18,9 +18,11 @@ is read, not rerun, so the same command resumes an interrupted sweep.
 import logging
 import os
 import shutil
+import tempfile
 
 from dit_jax import config_check
 from dit_jax import configlib
+from dit_jax import distributed
 from dit_jax import train
 from dit_jax import workdir as workdir_lib
 from dit_jax import writers
@@ -59,19 +61,31 @@ def point_config(base, point, workdir):
 
 def _is_done(pdir, config):
   ev = _read_eval(pdir)
-  return ev is not None and ev.get("step") == config.train.steps
+  # `unfinished`: stopped after its last step, e.g. while its control trained
+  return ev is not None and ev.get("step") == config.train.steps and "unfinished" not in ev
 
 
 def _start(point, pdir, workdir):
-  """Copies the checkpoint a point starts from (the source stays as it is)."""
-  if "start_from" not in point or os.path.isdir(workdir_lib.path(pdir, workdir_lib.CHECKPOINTS)):
+  """Copies the checkpoint a point starts from (the source stays as it is).
+
+  Process 0 copies into a hidden temporary directory and renames it into place,
+  so a crash mid-copy leaves no partial checkpoints/ for the next command to resume
+  from, and hosts on a shared filesystem do not race; the others wait for it.
+  """
+  if "start_from" not in point:
     return
   source, step = point["start_from"]
   src = workdir_lib.path(workdir, source, workdir_lib.CHECKPOINTS, str(step))
-  if not os.path.isdir(src):
-    raise ConfigError(f"sweep point {point['name']!r} starts from {src}, which does not "
-                     f"exist; point {source!r} must run to step {step} first.")
-  shutil.copytree(src, workdir_lib.path(pdir, workdir_lib.CHECKPOINTS, str(step)))
+  target = workdir_lib.path(pdir, workdir_lib.CHECKPOINTS)
+  if workdir_lib.is_writer() and not os.path.isdir(target):
+    if not os.path.isdir(src):
+      raise ConfigError(f"sweep point {point['name']!r} starts from {src}, which does not "
+                        f"exist; point {source!r} must run to step {step} first.")
+    os.makedirs(pdir, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".checkpoints.copying.", dir=pdir)
+    shutil.copytree(src, os.path.join(tmp, str(step)))
+    os.rename(tmp, target)
+  distributed.barrier("dit_jax_sweep_start")  # the copy is in place for every process
 
 
 def _other_points(workdir, names):
@@ -101,6 +115,7 @@ def run_sweep(config_path, workdir, overrides=None):
   if len(set(names)) != len(names):
     raise ConfigError(f"{path}: get_sweep() repeats point names; each needs its own workdir.")
   rows, step_rows = _other_points(workdir, names)
+  stopped = None
   for i, point in enumerate(points):
     pdir = os.path.join(workdir, point["name"])
     config = point_config(base, point, workdir)
@@ -108,7 +123,7 @@ def run_sweep(config_path, workdir, overrides=None):
       log.info("sweep point %d/%d: %s", i + 1, len(points), point["name"])
       _start(point, pdir, workdir)
       if train.train_and_evaluate(config, pdir).stop_requested:
-        log.warning("sweep stopped at %s; run the same command again to resume", point["name"])
+        stopped = point["name"]
         break
     rows.append(_row(point, config, pdir))
     step_rows.extend(_step_rows(point, config, pdir))
@@ -126,6 +141,9 @@ def run_sweep(config_path, workdir, overrides=None):
     frontier.plot(step_rows, sweepdir.path(workdir, sweepdir.PLOT), os.path.basename(workdir))
   elif workdir_lib.is_writer():
     compare.durability_plot(step_rows, sweepdir.path(workdir, sweepdir.PLOT))
+  if stopped:  # the tables so far are written; the caller's exit status says it stopped
+    raise train.StoppedEarly(f"sweep stopped at point {stopped}; run the same command "
+                             "again to resume")
   return rows, step_rows, summary
 
 
