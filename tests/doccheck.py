@@ -115,6 +115,8 @@ def _check_python(root, tokens, where):
     name, eq, value = tok[2:].partition("=")
     if name == "config" and "config" in flags:
       value = value if eq else (args[i + 1] if i + 1 < len(args) else "")
+      if value == "...":
+        continue  # elided in the text: any config
       if not os.path.isfile(os.path.join(root, value.partition(":")[0])):
         out.append(f"{where}: config {value.partition(':')[0]} does not exist")
         continue
@@ -148,8 +150,8 @@ def check_commands(root, path, text):
         break
       if tok == "make":
         targets = targets if targets is not None else _make_targets(root)
-        out += [f"{where}: make has no target {t}" for t in tokens[i + 1:i + 2]
-                if "=" not in t and t not in targets]
+        named = [t for t in tokens[i + 1:] if not t.startswith("-") and "=" not in t][:1]
+        out += [f"{where}: make has no target {t}" for t in named if t not in targets]
         break
   return out
 

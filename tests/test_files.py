@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from dit_jax import sweep
+from dit_jax.study import sweep
 from dit_jax import workdir as workdir_lib
 from dit_jax import workdir_lock
 from dit_jax import writers
