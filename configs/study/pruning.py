@@ -148,7 +148,8 @@ def get_config(arg=None):
   c.capacity = {"capacity": gmm_cap, "capacity_digits": digits_cap}
   frontier = ("python scripts/sweep.py --config configs/sweeps/frontier.py:data=gmm,"
               "seed0=100,seeds=1,methods=random,evals=250+500+1000+2000,decays=0.1,"
-              "widths=0.5 --workdir explore_gmm")
+              "widths=0.5 --workdir explore_gmm  (stopped with SIGTERM as w0.5 started: "
+              "its point has no rows)")
   c.frontier = {"explore_gmm": dict(
       workdirs=("explore_gmm",), commands=(frontier,),
       title="Against early stopping: exploration (gmm, n=32, seed 100; not judged)",
