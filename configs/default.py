@@ -19,6 +19,9 @@ def get_config(arg=None):
   config.prune.at_step = arg.steps
   config.prune.ratio, config.prune.mlp_ratio = 0.2, 0.5
   config.prune.control = True  # and the unpruned model fine-tuned the same, to compare
+  # the likelihood on 256 test points (and all n training images) at each of the run's
+  # three evaluations: ~4x cheaper than the base config's 1,000, for make run's budget
+  config.eval.nll_num = 256
   if arg.runlocal:
     configlib.make_runlocal(config)
     config.prune.at_step, config.prune.control = -1, False
