@@ -84,6 +84,19 @@ def _merge(node, stored, name):
       node[key] = tuple(value) if isinstance(value, list) else value
 
 
+# the experiment config a sweep builds on, per dataset (files in configs/)
+SWEEP_BASES = {"digits": "default.py", "gmm": "gmm.py"}
+
+
+def sweep_base(sweep_file, data, arg=None):
+  """get_config(arg) of the experiment config that a sweep file in configs/sweeps/ builds
+  on for `data` (configs/default.py for digits, configs/gmm.py for gmm)."""
+  if data not in SWEEP_BASES:
+    raise ConfigError(f"sweep argument data={data!r}: use one of {sorted(SWEEP_BASES)}.")
+  configs = os.path.dirname(os.path.dirname(os.path.abspath(sweep_file)))
+  return load_config_file(os.path.join(configs, SWEEP_BASES[data])).get_config(arg)
+
+
 def get_field(config, field):
   """config.a.b for field "a.b"; None where a part is missing."""
   for part in field.split("."):

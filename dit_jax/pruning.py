@@ -6,6 +6,7 @@ parameters, the EMA and the optimizer moments, so the pruned model is smaller
 and faster, not masked.
 """
 import dataclasses
+import functools
 import os
 
 import jax
@@ -254,6 +255,7 @@ def capacity_search(config, setup, state, dataset, mesh, step, scores):
   return tuple(chosen), path
 
 
+@functools.lru_cache(maxsize=64)  # the loop asks for a batch seed every step
 def derived_seed(seed, *more):
   """One 31-bit seed from the run's seed and more numbers (distinct inputs, distinct streams)."""
   return int(np.random.SeedSequence([seed, *more]).generate_state(1)[0] >> 1)

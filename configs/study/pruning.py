@@ -62,7 +62,7 @@ def get_config(arg=None):
           "each point (stopped after select_taylor; it ran after the point's own evaluations "
           "and changed none of them), digits_add_s0 and _s1 first as control=0,"
           "methods=head_grad+contrast",
-          "# the earlier rows (digits_earlier_steps.csv), the first session's sweeps:",
+          "# the earlier rows (digits_earlier_steps.csv), the first round of sweeps:",
           f"{_SWEEP}{digits.replace(_COMMON, 'ft=2000,evals=0+250+500+1000+2000,' + full)},"
           "seeds=1 --workdir sweep_digits  (stopped after the h20 points)",
           f"{_SWEEP}{digits},seeds=1 --workdir sweep_digits",
@@ -163,11 +163,11 @@ def get_config(arg=None):
                "every sweep pinned to one core with taskset, two sweeps at a time (one per "
                "core), and the test suite and editing running alongside on and off")
   c.code = ("the sweeps ran from frozen clones (so that commits made while they ran could "
-            "not change them midway): gmm and the exploration seed in the first session at "
-            "commit afc1142; digits in the second at 26bef4b, resumed at 492a8c2 (which adds "
+            "not change them midway): gmm and the exploration seed in the first round of sweeps at "
+            "commit afc1142; digits in the second round at 26bef4b, resumed at 492a8c2 (which adds "
             "the sweep's control argument and drops the needless control inside each "
             "point); between the two, commits changed float rounding (e.g. the attention "
-            "logits' scaling), so a base run of the first session and its rerun agree "
+            "logits' scaling), so a base run of the first round and its rerun agree "
             "closely but not to the digit, and only points of one run pair. The capacity "
             "sections: the gmm grid's small-n rows and search at 5dd1ccf and b07bad8, its "
             "6,000-step large-n rows, the digits grid and the digits searches of seeds 0 and "

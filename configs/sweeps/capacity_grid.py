@@ -16,11 +16,8 @@ true score's loss is within (1 + tol) of the full width's; on digits, with no de
 the proxy is the same reading of the held-out loss itself. RESULTS.md lists the commands
 its grids ran as (split by n, widths and seed0 into one sweep per core).
 """
-import os
-
 from dit_jax import configlib
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
 # data -> (training-set sizes, select images, test images); digits' largest n is every
 # image the select and test splits leave (1797 - 256 - 500)
 DATA = {"gmm": ("32+128+512+2048+16384", 512, 1000), "digits": ("32+1041", 256, 500)}
@@ -34,9 +31,7 @@ def _arg(arg):
 
 def get_config(arg=None):
   a = _arg(arg)
-  name = {"digits": "default.py", "gmm": "gmm.py"}[a.data]
-  config = configlib.load_config_file(os.path.join(_HERE, "..", name)).get_config(
-      "runlocal" if a.runlocal else None)
+  config = configlib.sweep_base(__file__, a.data, "runlocal" if a.runlocal else None)
   config.prune.at_step, config.prune.control = -1, False
   _, config.data.n_select, config.data.n_test = DATA[a.data]
   config.train.steps = a.steps

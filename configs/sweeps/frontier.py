@@ -20,11 +20,8 @@ The frontier and its dominance intervals are read by dit_jax.study.frontier.
 Arguments (all optional, `+` joins lists): data, n, seeds, seed0, steps, every, at,
 evals, budget, methods, decays, widths, num (samples), nll_num (likelihood points).
 """
-import os
-
 from dit_jax import configlib
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
 BUDGETS = {"h20": (0.2, 0.0), "h20m50": (0.2, 0.5)}  # (fraction of heads, of MLP units)
 METHODS = ("random", "head_grad", "magnitude", "select_taylor", "contrast")
 FULL_HEADS = 4  # the heads of a tiny block
@@ -52,11 +49,7 @@ def _floats(text):
 def get_config(arg=None):
   """The base config every point shares (before its overrides)."""
   a = _arg(arg)
-  name = {"digits": "default.py", "gmm": "gmm.py"}[a.data]
-  base_arg = "runlocal" if a.runlocal else f"n={a.n}"
-  config = configlib.load_config_file(os.path.join(_HERE, "..", name)).get_config(base_arg)
-  if not a.runlocal:
-    config.data.n_train = a.n
+  config = configlib.sweep_base(__file__, a.data, "runlocal" if a.runlocal else f"n={a.n}")
   config.prune.at_step, config.prune.finetune_steps = -1, 0  # set per point
   config.prune.control, config.prune.eval_before = False, False  # early_stop is both
   config.sample.every = 0

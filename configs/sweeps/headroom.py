@@ -12,11 +12,8 @@ reads the variance ratio and its interval).
   python scripts/sweep.py --config configs/sweeps/headroom.py:runlocal --workdir /tmp/headroom
 Arguments: data, n, seeds, seed0, at, ft, masks, reruns, budget, num, nll_num.
 """
-import os
-
 from dit_jax import configlib
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
 BUDGETS = {"h20": (0.2, 0.0), "h20m50": (0.2, 0.5)}  # (fraction of heads, of MLP units)
 
 
@@ -30,11 +27,7 @@ def _arg(arg):
 
 def get_config(arg=None):
   a = _arg(arg)
-  name = {"digits": "default.py", "gmm": "gmm.py"}[a.data]
-  config = configlib.load_config_file(os.path.join(_HERE, "..", name)).get_config(
-      "runlocal" if a.runlocal else f"n={a.n}")
-  if not a.runlocal:
-    config.data.n_train = a.n
+  config = configlib.sweep_base(__file__, a.data, "runlocal" if a.runlocal else f"n={a.n}")
   config.prune.control, config.prune.eval_before = False, False
   config.prune.method = "random"
   config.prune.ratio, config.prune.mlp_ratio = BUDGETS[a.budget]

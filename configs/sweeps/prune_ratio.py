@@ -19,11 +19,8 @@ whose points fine-tune only short_ft steps), ema_restart (0 keeps the sliced EMA
 decay), control (0 leaves out the unpruned control: for adding methods to seeds whose
 control already ran elsewhere).
 """
-import os
-
 from dit_jax import configlib
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
 
 # budget -> (fraction of heads, fraction of MLP units); "cap": the capacity search's choice
 BUDGETS = {"h20": (0.2, 0.0),  # the paper's budget: 20% of the heads
@@ -57,9 +54,7 @@ def _ints(text):
 def get_config(arg=None):
   """The base config every point shares (before its overrides)."""
   a = _arg(arg)
-  name = {"digits": "default.py", "gmm": "gmm.py"}[a.data]
-  base_arg = "runlocal" if a.runlocal else f"n={a.n}"
-  config = configlib.load_config_file(os.path.join(_HERE, "..", name)).get_config(base_arg)
+  config = configlib.sweep_base(__file__, a.data, "runlocal" if a.runlocal else f"n={a.n}")
   config.prune.at_step, config.prune.finetune_steps = -1, 0  # set per point
   config.eval.num = a.num
   config.sample.every = 0

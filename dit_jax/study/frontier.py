@@ -199,9 +199,10 @@ def picks(rows):
   """The compared points, in the order PLAN.md names them: the two stopping rules,
   every pruned family at each fine-tuning step, and each other curve family every
   CURVE_EVERY steps. No choice here reads the test split."""
+  key = tracker_key(rows)
   out = [("val_stop (min select-split held-out loss)", val_stop(rows)),
-         (f"tracker_stop ({tracker_key(rows)} >= {TRACKER_THRESHOLD})",
-          tracker_stop(rows, tracker_key(rows), TRACKER_THRESHOLD))]
+         (f"tracker_stop ({key} >= {TRACKER_THRESHOLD})",
+          tracker_stop(rows, key, TRACKER_THRESHOLD))]
   for m in dict.fromkeys(r["method"] for r in rows if r["method"] != EARLY):
     mine = [r for r in rows if r["method"] == m]
     if any(r["budget"] != "frontier" for r in mine):  # pruned: by fine-tuning step
