@@ -75,11 +75,15 @@ def friendly_errors():
 
 
 def finish(run):
-  """Prints the run's summary; a run stopped before its end exits with STOPPED_EXIT."""
-  print_summary(run)
+  """Prints the run's summary (each seed's, for seeds trained together); a run stopped
+  before its end exits with STOPPED_EXIT."""
+  runs = getattr(run, "runs", [run])
+  for one in runs:
+    print_summary(one)
   if run.stop_requested:
-    print(f"stopped before the configured end (step {int(run.state['step'])} of "
-          f"{run.config.train.steps}); run the same command again to finish.", file=sys.stderr)
+    print(f"stopped before the configured end (step {int(runs[0].state['step'])} of "
+          f"{runs[0].config.train.steps}); run the same command again to finish.",
+          file=sys.stderr)
     sys.exit(STOPPED_EXIT)
 
 

@@ -18,7 +18,7 @@ from dit_jax.configlib import ConfigError, check_choice, check_int
 from dit_jax.models import dit
 
 # integer fields and the least value of each
-_LEAST = (("seed", 0), ("train.steps", 1), ("train.batch_size", 1), ("train.warmup_steps", 0),
+_LEAST = (("seed", 0), ("seeds", 1), ("train.steps", 1), ("train.batch_size", 1), ("train.warmup_steps", 0),
           ("log_every", 1), ("checkpoint.every", 1), ("checkpoint.keep", 1),
           ("sample.every", 0), ("sample.num", 0), ("sample.steps", 1), ("memo.every", 0),
           ("memo.probe", 1), ("memo.buckets", 1), ("eval.num", 0), ("eval.feature_steps", 1))

@@ -124,6 +124,9 @@ def base_config():
   """
   c = ml_collections.ConfigDict()
   c.seed = 0  # the run's seed: training subset, init, batches, noise, samples
+  # > 1: seeds seed .. seed + seeds - 1 trained together in one program, each in
+  # WORKDIR/seed_<s> as its own single-seed run (dit_jax.seeds)
+  c.seeds = 1
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "digits"  # digits | crops | gmm | npz:PATH | folder:PATH | a prepared TFDS name

@@ -83,13 +83,12 @@ class Run:
       self.ckpt.save(step, self.state, self.meta(step), force=force)
 
 
-def _restore_or_init(run, key):
-  """Resumes from the newest readable checkpoint when there is one, else a sharded init.
+def restore(run, key):
+  """(step, state, meta) of the newest readable checkpoint of the run's workdir, or None.
 
   Damaged newer steps are skipped with a warning and moved aside, never deleted.
   """
   ckpt, config = run.ckpt, run.config
-
   def abstract_for(meta):  # each step carries its own architecture (pruning changes it)
     workdir_lib.check_fingerprint(meta.get("run"), config, ckpt.directory)
     if meta["base_arch"] != run.base_arch.to_json():
@@ -100,19 +99,24 @@ def _restore_or_init(run, key):
     setup = state_lib.make_setup(config, dit.Arch.from_json(meta["arch"]))
     return state_lib.abstract_state(setup, run.mesh, key)
 
-  restored = ckpt.restore_latest(abstract_for)
+  return ckpt.restore_latest(abstract_for)
+
+
+def _restore_or_init(run, key):
+  """Resumes from the newest readable checkpoint when there is one, else a sharded init."""
+  restored = restore(run, key)
   if restored is None:
     abstract = state_lib.abstract_state(run.setup, run.mesh, key)
     shardings = jax.tree.map(lambda x: x.sharding, abstract)
     state = jax.jit(lambda k: state_lib.init_state(run.setup, k), out_shardings=shardings)(key)
     run.set_state(state)
-    log.info("no checkpoint in %s: starting from step 0", ckpt.directory)
+    log.info("no checkpoint in %s: starting from step 0", run.ckpt.directory)
     return 0
   step, state, meta = restored
-  run.setup = state_lib.make_setup(config, dit.Arch.from_json(meta["arch"]))
+  run.setup = state_lib.make_setup(run.config, dit.Arch.from_json(meta["arch"]))
   run.set_state(state)
   run.pruned = meta["pruned"]
-  log.info("resumed from step %d of %s", step, ckpt.directory)
+  log.info("resumed from step %d of %s", step, run.ckpt.directory)
   return int(step)
 
 
@@ -256,7 +260,16 @@ def _will_evaluate(config):
 
 
 def train_and_evaluate(config, workdir, extra_hooks=()):
-  """Trains (or resumes) a DiT per `config` in `workdir`, then evaluates; returns the Run."""
+  """Trains (or resumes) a DiT per `config` in `workdir`, then evaluates; returns the Run.
+
+  With config.seeds > 1 the seeds train together (dit_jax.seeds) and a seeds.Group
+  of their Runs comes back.
+  """
+  if config.seeds > 1:
+    from dit_jax import seeds  # seeds builds on this module
+    if extra_hooks:
+      raise ConfigError("extra hooks run with one seed at a time; set config.seeds=1.")
+    return seeds.train_and_evaluate(config, workdir)
   workdir_lib.check_local(workdir)
   config = config_check.finalize(config)
   workdir = os.path.abspath(workdir)  # orbax needs absolute paths
