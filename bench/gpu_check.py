@@ -12,6 +12,7 @@ The steps, each its own process under its share of the time budget:
               at its budget it gets a SIGTERM, checkpoints and stops (exit 75), and its
               line reports how far it got
   throughput  bench/throughput/train_throughput.py: S/2 and B/2 in bf16 at batch 256, images/s, MFU
+  seeds       bench/seed_throughput.py: model-steps/s of K = 1..16 tiny/2 seeds in one program
   cifar10     bench/throughput/cifar10_short.py, shortened to fit (record.json's numbers)
 A step that fails or runs out of time prints its line (`ok: false`, its log's tail) and the
 check goes on. Exit status 0 when every step passed.
@@ -133,6 +134,20 @@ def throughput(args, python):
   return True
 
 
+def seeds(args, python):
+  sizes = (["--data", "digits", "--ks", "1,2", "--steps", "2", "--repeats", "1",
+            "--family-steps", "0"] if args.cpu_dry_run else ["--family-steps", "300"])
+  if args.data_dir:
+    sizes += ["--data-dir", args.data_dir]
+  rc, out, wall, timed_out = run([python, "bench/seed_throughput.py", *sizes], 150)
+  rows = [r for r in json_lines(out) if r.get("bench") in ("seed_throughput", "seed_family")]
+  for r in rows:
+    emit("seeds", True, **r)
+  if rc != 0 or not rows:
+    return emit("seeds", False, wall_s=wall, timed_out=timed_out, tail=out[-1500:])
+  return True
+
+
 def cifar10(args, python):
   out_dir = os.path.join(args.out, "cifar10")
   sizes = (["--runlocal", "--allow_cpu", "--steps", "4", "--ft", "2", "--num", "16",
@@ -150,7 +165,7 @@ def cifar10(args, python):
 
 
 CHECKS = {"install": install, "backend": backend, "make_run": make_run,
-          "throughput": throughput, "cifar10": cifar10}
+          "throughput": throughput, "seeds": seeds, "cifar10": cifar10}
 
 
 def main():

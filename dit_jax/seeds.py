@@ -59,15 +59,15 @@ def one_seed(config, seed):
   return configlib.with_overrides(config, {"seed": seed, "seeds": 1})
 
 
-def check_config(config):
+def check_config(config, seeds):
   """What seed-parallel training does not do; raised before anything loads or compiles."""
   if config.prune.at_step >= 0:
     raise ConfigError(
-        f"config.seeds={config.seeds} with config.prune.at_step={config.prune.at_step}: "
+        f"config.seeds={seeds} with config.prune.at_step={config.prune.at_step}: "
         "pruned seeds differ in shape and train one at a time; set config.seeds=1, or "
         "train the seeds together unpruned and prune each workdir (scripts/prune.py).")
   if jax.process_count() > 1:
-    raise ConfigError(f"config.seeds={config.seeds} trains on one process; this job has "
+    raise ConfigError(f"config.seeds={seeds} trains on one process; this job has "
                       f"{jax.process_count()}. Set config.seeds=1 for multi-host runs.")
 
 
@@ -158,23 +158,45 @@ def train_and_evaluate(config, workdir):
   """Trains (or resumes) seeds seed .. seed + seeds - 1 of `config` together, each in
   workdir/seed_<s>, then evaluates each; returns the Group of their Runs."""
   workdir_lib.check_local(workdir)
-  config = config_check.finalize(config)
   workdir = os.path.abspath(workdir)
+  return train_group([one_seed(config, s) for s in seed_list(config)],
+                     [seed_workdir(workdir, s) for s in seed_list(config)])
+
+
+def check_group(configs):
+  """Configs trained together must differ in their seed alone."""
+  seeds_of = [c.seed for c in configs]
+  if len(set(seeds_of)) != len(seeds_of):
+    raise ConfigError(f"seeds trained together must differ; got {seeds_of}.")
+  rest = [configlib.with_overrides(c, {"seed": 0}).to_dict() for c in configs]
+  for c, r in zip(configs[1:], rest[1:]):
+    if r != rest[0]:
+      differ = sorted(k for k in set(r) | set(rest[0]) if r.get(k) != rest[0].get(k))
+      raise ConfigError(f"configs trained together differ in more than the seed (seed "
+                        f"{c.seed}: config sections {differ}); train them apart.")
+
+
+def train_group(configs, workdirs):
+  """Trains (or resumes) single-seed configs that differ only in config.seed together,
+  config i in workdirs[i], then evaluates each; returns the Group of their Runs."""
+  configs = [config_check.finalize(c) for c in configs]
+  for wd in workdirs:
+    workdir_lib.check_local(wd)
+  workdirs = [os.path.abspath(wd) for wd in workdirs]
+  check_group(configs)
   device = jax.local_devices()[0]  # the seeds share one device
   mesh = sharding.make_mesh(None, [device])
-  config_check.validate(config, 1)
-  check_config(config)
-  configs = [one_seed(config, s) for s in seed_list(config)]
+  config_check.validate(configs[0], 1)
+  check_config(configs[0], len(configs))
   group, locks, ckpts = Group(), [], []
   try:
-    for index, c in enumerate(configs):
+    for index, (c, wd) in enumerate(zip(configs, workdirs)):
       dataset = data_lib.load(c.data, c.seed)
       num_classes = dataset.num_classes if c.data.conditional else 0
       arch = dit.arch_from_config(c.model, latents.model_image_size(c.data),
                                   dataset.train_x.shape[-1], num_classes)
       if index == 0 and train._will_evaluate(c):  # missing FID weights fail before training
         evaluate.fid_network(c, dataset)
-      wd = seed_workdir(workdir, c.seed)
       locks.append(workdir_lock.acquire(wd, need_bytes=16 * dit.num_params(arch),
                                         process_index=jax.process_index()))
       ckpts.append(checkpointing.Checkpointer(
@@ -188,7 +210,7 @@ def train_and_evaluate(config, workdir):
     try:
       _loop(group, start)
       for run in group.runs:
-        if run.config.eval.at_end and not group.stop_requested:
+        if train.evaluates_at_end(run.config) and not group.stop_requested:
           run.summary = train._evaluate_at_end(run)
         train._record_finished(run)
     except BaseException:

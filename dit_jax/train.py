@@ -189,7 +189,8 @@ def make_hooks(run):
   at_steps = set(config.eval.at_steps)
 
   def evaluation(step, metrics):
-    if step in at_steps and not (config.eval.at_end and step == total):  # the end has its own
+    if step in at_steps and config.eval.num and not (evaluates_at_end(config) and step == total):
+      # the end has its own
       _evaluate(run, top_level=False)
 
   # pruning comes first so that tracking and the checkpoint of this step see the new model;
@@ -254,6 +255,11 @@ def _check_finite(step, loss):
         "last good checkpoint was kept. Lower config.train.lr or check the data.")
 
 
+def evaluates_at_end(config):
+  """eval.at_end with samples to draw (eval.num = 0 turns evaluation off)."""
+  return config.eval.at_end and config.eval.num > 0
+
+
 def _will_evaluate(config):
   e, p = config.eval, config.prune
   return e.num > 0 and (e.at_end or bool(e.at_steps) or (p.at_step >= 0 and p.eval_before))
@@ -296,7 +302,7 @@ def train_and_evaluate(config, workdir, extra_hooks=()):
     run.writer = writers.MetricWriter(workdir, resume_step=start)
     try:
       _loop(run, start, extra_hooks)
-      if config.eval.at_end and not run.stop_requested:  # still holding the workdir lock
+      if evaluates_at_end(config) and not run.stop_requested:  # still holding the workdir lock
         run.summary = _evaluate_at_end(run)
       _record_finished(run)
     except BaseException:
@@ -455,7 +461,7 @@ def _record_finished(run):
     workdir_lib.write_eval(run.workdir, unfinished=None)
     return
   config = run.config
-  ends = ["summary"] if config.eval.at_end and run.summary is None else []
+  ends = ["summary"] if evaluates_at_end(config) and run.summary is None else []
   if config.prune.at_step >= 0 and config.prune.control and run.control is None:
     ends.append(workdir_lib.CONTROL)
   workdir_lib.write_eval(run.workdir, unfinished=dict(_unfinished_section(run), sections=ends))

@@ -12,6 +12,10 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("config", None, "A sweep file with get_config(arg) and get_sweep(arg), "
                     "optionally path.py:arg.")
 flags.DEFINE_string("workdir", None, "Where the points' workdirs and sweep.csv go.")
+flags.DEFINE_enum("seed_parallel", "auto", ["auto", "on", "off"],
+                  "Train points that differ only in their seed together in one program "
+                  "(config.seeds). auto: on GPU/TPU, off on a CPU, where the vmapped step "
+                  "is slower than one seed's (BENCHMARKS.md).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -19,7 +23,8 @@ def main(argv):
   del argv
   cli.setup()
   with cli.friendly_errors():
-    _, _, summary = sweep.run_sweep(FLAGS.config, FLAGS.workdir)
+    _, _, summary = sweep.run_sweep(FLAGS.config, FLAGS.workdir,
+                                    seed_parallel=FLAGS.seed_parallel)
   print(summary)
   files = (sweepdir.POINTS, sweepdir.STEPS, sweepdir.SUMMARY, sweepdir.PLOT)
   print(f"wrote {', '.join(sweepdir.path(FLAGS.workdir, f) for f in files)}")

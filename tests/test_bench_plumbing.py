@@ -118,12 +118,16 @@ def test_gpu_check_dry_run_prints_one_passing_json_line_per_result(tmp_path, dat
   done = subprocess.run(
       [sys.executable, os.path.join(ROOT, "bench", "gpu_check.py"), "--out",
        str(tmp_path / "out"), "--cpu-dry-run", "--data_dir", data_dir,
-       "--checks", "install,backend,make_run,throughput"],
+       "--checks", "install,backend,make_run,throughput,seeds"],
       cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
   lines = [json.loads(l) for l in done.stdout.splitlines() if l.startswith("{")]
   assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-  assert [l["check"] for l in lines] == ["install", "backend", "make_run", "throughput"]
+  assert [l["check"] for l in lines] == ["install", "backend", "make_run", "throughput",
+                                         "seeds"]
   assert all(l["ok"] for l in lines), lines
   assert ".[test,cuda12]" in lines[0]["pip"]  # shown by make -n, not installed
   assert lines[2]["step"] == 10 and lines[2]["steps_per_sec"] > 0
   assert lines[3]["variant"] == "tiny/2" and 0 < lines[3]["mfu"] < 1
+  assert lines[4]["bench"] == "seed_throughput" and lines[4]["params"] == 1270916
+  assert set(lines[4]["model_steps_per_sec"]) == {"1", "2"}
+  assert all(v > 0 for v in lines[4]["model_steps_per_sec"].values())

@@ -16,7 +16,7 @@ def tiny(data_dir, **overrides):
   config = default.get_config("runlocal")
   return configlib.with_overrides(config, {
       "data.data_dir": data_dir, "train.steps": 30, "checkpoint.every": 10,
-      "memo.every": 0, "sample.every": 0, "eval.num": 0, **overrides})
+      "memo.every": 0, "sample.every": 0, "eval.num": 0, "eval.at_end": True, **overrides})
 
 
 def final(workdir):

@@ -99,3 +99,25 @@ def test_capacity_grid_runlocal_trains_each_width_and_n_and_records_the_excess(t
   # the density is known: every cell has its held-out excess over the true score's loss
   assert len(last) == 4 and all(r["memo_ema/gt_excess"] is not None for r in last)
   assert all(r["memo_ema/gt_excess_t0"] is not None for r in last)
+
+
+@pytest.mark.loop
+def test_points_that_differ_only_in_seed_train_together(tmp_path, data_dir, monkeypatch):
+  w = str(tmp_path / "grid")
+  spec = os.path.join(ROOT, "configs", "sweeps", "capacity_grid.py") + ":runlocal,seeds=2,widths=1"
+  groups = []
+  real = sweep.seeds.train_group
+  def recording(configs, workdirs):
+    groups.append([os.path.basename(d) for d in workdirs])
+    return real(configs, workdirs)
+  monkeypatch.setattr(sweep.seeds, "train_group", recording)
+  rows, steps, _ = sweep.run_sweep(spec, w, {"data.data_dir": data_dir}, seed_parallel="on")
+  # each n's two seeds in one program; the n differ in their training sets' size
+  assert groups == [[f"n{n}-w1-s0", f"n{n}-w1-s1"] for n in (32, 64)]
+  assert sorted((r["budget"], r["seed"]) for r in rows) == [
+      ("n32", 0), ("n32", 1), ("n64", 0), ("n64", 1)]
+  assert all(r["memo_ema/gt_excess"] is not None for r in steps)
+  again, _, _ = sweep.run_sweep(spec, w, {"data.data_dir": data_dir}, seed_parallel="on")
+  assert len(groups) == 2 and len(again) == 4  # finished points are read, not rerun
+  with pytest.raises(sweep.ConfigError, match="seed_parallel"):
+    sweep.run_sweep(spec, w, {"data.data_dir": data_dir}, seed_parallel="yes")

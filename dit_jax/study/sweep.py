@@ -20,9 +20,12 @@ import os
 import shutil
 import tempfile
 
+import jax
+
 from dit_jax import config_check
 from dit_jax import configlib
 from dit_jax import distributed
+from dit_jax import seeds
 from dit_jax import train
 from dit_jax import workdir as workdir_lib
 from dit_jax import writers
@@ -100,10 +103,45 @@ def _other_points(workdir, names):
   return out
 
 
-def run_sweep(config_path, workdir, overrides=None):
+def use_seed_parallel(choice="auto"):
+  """Whether a sweep trains its seeds together: on | off | auto (on unless JAX runs on
+  the CPU, where the vmapped step is slower than one seed's own)."""
+  if choice not in ("auto", "on", "off"):
+    raise ConfigError(f"seed_parallel={choice!r}: use auto, on or off.")
+  if choice == "auto":
+    return jax.default_backend() != "cpu"
+  return choice == "on"
+
+
+def _seed_group(base, points, i, workdir):
+  """Point i and the later unfinished points that are it at another seed (the same
+  overrides but the seed, trained from scratch, unpruned): trained together."""
+  def key(point):
+    if "start_from" in point or "needs" in point:
+      return None
+    config = point_config(base, point, workdir)
+    if config.prune.at_step >= 0:
+      return None
+    over = {k: v for k, v in point.get("overrides", {}).items() if k != "seed"}
+    return (point["method"], repr(sorted(over.items())))
+  first = key(points[i])
+  if first is None:
+    return [points[i]]
+  group = [points[i]]
+  for point in points[i + 1:]:
+    if key(point) == first and not _is_done(os.path.join(workdir, point["name"]),
+                                            point_config(base, point, workdir)):
+      group.append(point)
+  return group
+
+
+def run_sweep(config_path, workdir, overrides=None, seed_parallel="auto"):
   """Runs every point of `path.py[:arg]`; finished points are read, not rerun.
 
-  `overrides` (dotted keys) apply to the base config of every point. Returns
+  `overrides` (dotted keys) apply to the base config of every point. With
+  seed_parallel (on | off | auto: see use_seed_parallel()), points that differ only in
+  their seed train together in one program (dit_jax.seeds); each still writes its
+  own workdir. Returns
   (rows, step_rows, summary markdown), with the rows of points an earlier command put
   in this workdir first.
   """
@@ -115,14 +153,22 @@ def run_sweep(config_path, workdir, overrides=None):
   if len(set(names)) != len(names):
     raise ConfigError(f"{path}: get_sweep() repeats point names; each needs its own workdir.")
   rows, step_rows = _other_points(workdir, names)
+  together = use_seed_parallel(seed_parallel)
   stopped = None
   for i, point in enumerate(points):
     pdir = os.path.join(workdir, point["name"])
     config = point_config(base, point, workdir)
     if not _is_done(pdir, config):
-      log.info("sweep point %d/%d: %s", i + 1, len(points), point["name"])
-      _start(point, pdir, workdir)
-      if train.train_and_evaluate(config, pdir).stop_requested:
+      group = _seed_group(base, points, i, workdir) if together else [point]
+      log.info("sweep point %d/%d: %s", i + 1, len(points),
+               " + ".join(p["name"] for p in group))
+      if len(group) > 1:
+        run = seeds.train_group([point_config(base, p, workdir) for p in group],
+                                [os.path.join(workdir, p["name"]) for p in group])
+      else:
+        _start(point, pdir, workdir)
+        run = train.train_and_evaluate(config, pdir)
+      if run.stop_requested:
         stopped = point["name"]
         break
     rows.append(_row(point, config, pdir))
