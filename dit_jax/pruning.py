@@ -3,7 +3,8 @@
 Which units go is decided by dit_jax.importance. Surgery slices the arrays (q, k,
 v and output rows of a head; fc1 columns and fc2 rows of an MLP unit) in the
 parameters, the EMA and the optimizer moments, so the pruned model is smaller
-and faster, not masked.
+and faster, not masked. Masked fine-tuning (unit_masks, apply_masks) keeps the
+full shape instead, for prunes whose shapes differ but must share one program.
 """
 import dataclasses
 import functools
@@ -77,19 +78,24 @@ def plan(scores, ratio_heads, ratio_mlp, min_heads=1, mlp_multiple=8):
   return _keep(heads, drop_h), _keep(mlp, drop_m)
 
 
+def _units(path, keep_h, keep_m):
+  """(kept indices, unit axis) of the per-block array at `path`; None if it has no unit axis."""
+  keys = [getattr(k, "key", getattr(k, "idx", None)) for k in path]
+  if "blocks" not in keys:
+    return None
+  block, name = keys[keys.index("blocks") + 1], keys[-1]
+  if name in HEAD_AXES:
+    return keep_h[block], HEAD_AXES[name]
+  if name in MLP_AXES:
+    return keep_m[block], MLP_AXES[name]
+  return None
+
+
 def _slice_tree(tree, keep_h, keep_m):
   """Slices every per-block array found under a 'blocks' key (params, EMA, moments)."""
   def one(path, x):
-    keys = [getattr(k, "key", getattr(k, "idx", None)) for k in path]
-    if "blocks" not in keys or not hasattr(x, "shape"):
-      return x
-    pos = keys.index("blocks")
-    block, name = keys[pos + 1], keys[-1]
-    if name in HEAD_AXES:
-      return jnp.take(x, keep_h[block], axis=HEAD_AXES[name])
-    if name in MLP_AXES:
-      return jnp.take(x, keep_m[block], axis=MLP_AXES[name])
-    return x
+    units = _units(path, keep_h, keep_m) if hasattr(x, "shape") else None
+    return x if units is None else jnp.take(x, units[0], axis=units[1])
   return jax.tree_util.tree_map_with_path(one, tree)
 
 
@@ -101,6 +107,39 @@ def surgery(arch, state, keep_h, keep_m):
   for name in ("params", "ema", "opt_state"):
     new_state[name] = _slice_tree(state[name], keep_h, keep_m)
   return new_arch, new_state
+
+
+def unit_masks(arch, keep_h, keep_m):
+  """Params-shaped masks of the full `arch`: 0 on the removed units' arrays, 1 elsewhere.
+
+  Masked fine-tuning keeps the full shape and holds the removed units at zero,
+  so that prunes whose per-block widths differ still share one compiled program;
+  up to rounding it computes what surgery followed by fine-tuning computes.
+  """
+  _, abstract = dit.abstract_model(arch)
+  def one(path, x):
+    mask = np.ones(x.shape, np.float32)
+    units = _units(path, keep_h, keep_m)
+    if units is not None:
+      kept, axis = units
+      shape = [1] * len(x.shape)
+      shape[axis] = x.shape[axis]
+      mask *= np.isin(np.arange(x.shape[axis]), kept).reshape(shape)
+    return jnp.asarray(mask)
+  return jax.tree_util.tree_map_with_path(one, abstract)
+
+
+def apply_masks(state, masks):
+  """`state` with the params, the EMA and every params-shaped optimizer tree times `masks`.
+
+  Zeroing the Adam moments too is what keeps a removed unit at zero: a zero
+  weight with zero moments and a zero gradient gets a zero update.
+  """
+  times = lambda tree: jax.tree.map(jnp.multiply, tree, masks)
+  params_like = lambda x: jax.tree.structure(x) == jax.tree.structure(masks)
+  opt_state = jax.tree.map(lambda x: times(x) if params_like(x) else x, state["opt_state"],
+                           is_leaf=params_like)
+  return dict(state, params=times(state["params"]), ema=times(state["ema"]), opt_state=opt_state)
 
 
 def _probe_losses(tracker, setup, params):

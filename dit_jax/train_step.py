@@ -41,7 +41,13 @@ def _accumulated(setup, config, params, x, y, t, noise, k):
   return loss / k, jax.tree.map(lambda g: g / k, grads)
 
 
-def train_step(setup, config, state, batch):
+def train_step(setup, config, state, batch, masks=None):
+  """One optimizer step; with params-shaped `masks` (pruning.unit_masks), a masked one.
+
+  The masked step zeroes the removed units' gradient before the update and their
+  weights after it: they stay at zero whatever the optimizer state holds for them
+  (pruning.apply_masks zeroes that too).
+  """
   key = jax.random.fold_in(state["rng"], state["step"])
   k_drop, k_loss = jax.random.split(key)
   y = batch.get("y")
@@ -59,8 +65,12 @@ def train_step(setup, config, state, batch):
     loss, grads = _loss_and_grads(setup, config, state["params"], x, y, t, noise)
   else:
     loss, grads = _accumulated(setup, config, state["params"], x, y, t, noise, k)
+  if masks is not None:
+    grads = jax.tree.map(jnp.multiply, grads, masks)
   updates, opt_state = setup.tx.update(grads, state["opt_state"], state["params"])
   params = optax.apply_updates(state["params"], updates)
+  if masks is not None:
+    params = jax.tree.map(jnp.multiply, params, masks)
   d = ema_decay(config, state["step"])
   ema = jax.tree.map(lambda e, p: d * e + (1 - d) * p, state["ema"], params)
   new_state = dict(state, params=params, ema=ema, opt_state=opt_state,
@@ -88,9 +98,11 @@ def ema_decay(config, step):
   return jnp.where(k >= 0, jnp.minimum(d, k / (k + 1.0)), d)
 
 
-def jit_train_step(setup, config, state_sh, mesh):
-  return jax.jit(lambda s, b: train_step(setup, config, s, b),
-                 in_shardings=(state_sh, sharding.batch_sharding(mesh)),
+def jit_train_step(setup, config, state_sh, mesh, masks_sh=None):
+  """The jitted step; given the masks' shardings, a masked one that takes the masks third."""
+  in_sh = (state_sh, sharding.batch_sharding(mesh)) + (() if masks_sh is None else (masks_sh,))
+  return jax.jit(lambda s, b, *masks: train_step(setup, config, s, b, *masks),
+                 in_shardings=in_sh,
                  out_shardings=(state_sh, sharding.replicated(mesh)),
                  donate_argnums=0)
 
@@ -110,11 +122,20 @@ def get_batch(dataset, seed, step, batch_size, mesh, labels=False):
   return batch
 
 
-def run_steps(setup, config, mesh, state, dataset, start, num):
-  """`num` training steps from `start` on a copy of `state` (used to probe candidates)."""
+def run_steps(setup, config, mesh, state, dataset, start, num, masks=None):
+  """`num` training steps from `start` on a copy of `state` (used to probe candidates).
+
+  With `masks`, masked steps: give it a state from pruning.apply_masks.
+  """
   state_sh = sharding.shardings_of(state, mesh)
-  step_fn = jit_train_step(setup, config, state_sh, mesh)
   state = jax.device_put(jax.tree.map(jnp.copy, state), state_sh)
+  if masks is None:
+    step_fn = jit_train_step(setup, config, state_sh, mesh)
+  else:
+    masks_sh = sharding.shardings_of(masks, mesh)
+    masked = jit_train_step(setup, config, state_sh, mesh, masks_sh)
+    masks = jax.device_put(masks, masks_sh)
+    step_fn = lambda s, b: masked(s, b, masks)
   for step in range(start, start + num):
     batch = get_batch(dataset, config.seed, step, config.train.batch_size, mesh,
                       labels=bool(setup.arch.num_classes))
