@@ -45,7 +45,9 @@ def setup():
   if not jax.config.jax_compilation_cache_dir:
     jax.config.update("jax_compilation_cache_dir",
                       os.path.join(os.path.expanduser("~"), ".cache", "dit_jax_xla"))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+  # a sweep compiles the same sampler, tracker and loss programs (0.2-1 s each) at every
+  # point of an architecture: kept from 0.2 s, later points and resumed sweeps read them
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
   accelerators.report()  # the backend and devices, and a loud word if it is the wrong one
 
 
