@@ -2,6 +2,7 @@
 
   python bench/seed_throughput.py                       # steps/s rows, then the family row
   python bench/seed_throughput.py --ks 1,5 --family-steps 0
+  python bench/seed_throughput.py --ks 5 --modes map,unrolled --family-steps 0   # other seed axes
 Prints JSON lines. A `seed_throughput` row: for one dataset's model (tiny/2 at
 batch 32 on digits, and the gmm config's model), model-steps per second (K times
 the vmapped step's rate) for each K, and the single-seed loop's own step (K=1,
@@ -55,7 +56,22 @@ def _median_rate(fn, steps, repeats):
   return float(np.median(rates))
 
 
-def step_rates(name, ks, steps, repeats, data_dir):
+def _seed_axis(mode, step, k):
+  """One seed's step over a leading seed axis: vmap (what config.seeds runs), or the
+  alternatives measured against it: lax.map (a loop in the program) and `unrolled`
+  (k copies of the step side by side in one program)."""
+  if mode == "vmap":
+    return jax.vmap(step)
+  if mode == "map":
+    return lambda s, x: jax.lax.map(lambda sx: step(*sx), (s, x))
+  def unrolled(s, x):
+    outs = [step(jax.tree.map(lambda a: a[i], s), jax.tree.map(lambda a: a[i], x))
+            for i in range(k)]
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
+  return unrolled
+
+
+def step_rates(name, ks, steps, repeats, data_dir, mode="vmap"):
   config = _config(name, data_dir)
   mesh = sharding.make_mesh(None, jax.local_devices()[:1])
   dataset = data_lib.load(config.data, 0)
@@ -67,7 +83,8 @@ def step_rates(name, ks, steps, repeats, data_dir):
   single.run(3)
   single.finish()
   base = _median_rate(single.step, steps, repeats)
-  row = {"bench": "seed_throughput", "data": name, "variant": config.model.variant,
+  row = {"bench": "seed_throughput", "mode": mode, "data": name,
+         "variant": config.model.variant,
          "batch": b, "device": jax.devices()[0].device_kind,
          "params": dit.num_params(arch), "single_loop_steps_per_sec": round(base, 2),
          "model_steps_per_sec": {}, "speedup_over_single": {}}
@@ -76,7 +93,7 @@ def step_rates(name, ks, steps, repeats, data_dir):
     keys = jnp.stack([jax.random.PRNGKey(s) for s in range(k)])
     state = jax.jit(jax.vmap(lambda key: state_lib.init_state(setup, key)))(keys)
     batch = jax.device_put({"x": np.stack([batch_of(s)["x"] for s in range(k)])})
-    fn = jax.jit(jax.vmap(lambda s, x: train_step.train_step(setup, config, s, x)),
+    fn = jax.jit(_seed_axis(mode, lambda s, x: train_step.train_step(setup, config, s, x), k),
                  donate_argnums=0)
     holder = [state]
 
@@ -122,11 +139,13 @@ def main():
   ap.add_argument("--family-steps", type=int, default=500,
                   help="training steps of the 5-seed family row (0: skip it)")
   ap.add_argument("--data-dir", default=None, help="TFDS data dir (default: TFDS's)")
+  ap.add_argument("--modes", default="vmap", help="vmap (config.seeds), map, unrolled")
   args = ap.parse_args()
   ks = [int(k) for k in args.ks.split(",")]
-  for name in args.data.split(","):
-    print(json.dumps(step_rates(name, ks, args.steps, args.repeats, args.data_dir)),
-          flush=True)
+  for mode in args.modes.split(","):
+    for name in args.data.split(","):
+      print(json.dumps(step_rates(name, ks, args.steps, args.repeats, args.data_dir, mode)),
+            flush=True)
   if args.family_steps > 0:
     print(json.dumps(family_wall(args.data.split(",")[0], 5, args.family_steps,
                                  args.data_dir)), flush=True)
