@@ -31,11 +31,14 @@ def paired(a_by_seed, b_by_seed, level=0.95):
 
 
 def verdict(mean, half, lower_is_better=True):
-  """'lower' / 'higher' when the interval excludes zero, else 'within noise'."""
+  """'lower' / 'higher' when the interval excludes zero, else 'within noise'; with
+  (better) / (worse) unless lower_is_better is None (a measure with no better side)."""
   if not math.isfinite(half):
     return "n/a (one seed)"
   if abs(mean) <= half:
     return "within noise"
+  if lower_is_better is None:
+    return "lower" if mean < 0 else "higher"
   better = (mean < 0) == lower_is_better
   return ("lower" if mean < 0 else "higher") + (" (better)" if better else " (worse)")
 
