@@ -8,8 +8,10 @@ same probe (memo_ema/gt_excess_t*).
   python scripts/sweep.py --config configs/sweeps/capacity_grid.py:data=gmm --workdir runs/grid_gmm
   python scripts/sweep.py --config configs/sweeps/capacity_grid.py:data=digits --workdir runs/grid_digits
   python scripts/sweep.py --config configs/sweeps/capacity_grid.py:runlocal --workdir /tmp/grid
-Arguments (`+` joins lists): data, ns, widths (fractions of the full model's units),
-seeds (how many, from seed0), steps, num (samples per evaluation).
+Arguments (`+` joins lists): data, ns, widths (fractions of the full model's units;
+above 1 widens it, e.g. 1.5+2 to bracket W* from above), seeds (how many, from seed0),
+steps, num (samples per evaluation), nll (likelihood points per evaluation; -1: the
+base config's eval.nll_num, 0: none).
 The ground-truth capacity W*(tol) is read off the largest n (scripts/results.py, the
 capacity sections of docs/RESULTS.md): the smallest width whose held-out excess over the
 true score's loss is within (1 + tol) of the full width's; on digits, with no density,
@@ -26,7 +28,7 @@ FULL_HEADS = 4  # the heads of a tiny block
 
 def _arg(arg):
   return configlib.parse_arg(arg, data="gmm", ns="", widths="1+0.75+0.5+0.25+0.125", seeds=1,
-                             seed0=0, steps=6000, num=1000)
+                             seed0=0, steps=6000, num=1000, nll=-1)
 
 
 def get_config(arg=None):
@@ -37,6 +39,8 @@ def get_config(arg=None):
   config.train.steps = a.steps
   config.sample.every = 0
   config.eval.num, config.eval.at_end = a.num, True
+  if a.nll >= 0:  # likelihood points (the base config's eval.nll_num otherwise; 0: none)
+    config.eval.nll_num = a.nll
   if a.runlocal:
     config.data.n_select, config.data.n_test = 32, 32
     config.train.steps, config.eval.num = 10, 16
