@@ -28,7 +28,7 @@ sys.path.insert(0, ROOT)
 from bench import timing  # noqa: E402
 from configs import default, gmm  # noqa: E402
 from dit_jax import config_check, configlib, data as data_lib, sharding  # noqa: E402
-from dit_jax import state as state_lib, train, train_step  # noqa: E402
+from dit_jax import seeds as seeds_lib, state as state_lib, train, train_step  # noqa: E402
 from dit_jax.models import dit  # noqa: E402
 
 # the models the studies train (tiny/2: 1.3M parameters), not runlocal's smaller one
@@ -123,8 +123,8 @@ def family_wall(name, seeds, steps, data_dir):
                                os.path.join(tmp, f"single_{s}"))
     out["sequential_s"] = round(time.perf_counter() - t0, 1)
     t0 = time.perf_counter()
-    train.train_and_evaluate(configlib.with_overrides(config, {"seeds": seeds}),
-                             os.path.join(tmp, "together"))
+    seeds_lib.train_and_evaluate(configlib.with_overrides(config, {"seeds": seeds}),
+                                 os.path.join(tmp, "together"))
     out["together_s"] = round(time.perf_counter() - t0, 1)
   out["speedup"] = round(out["sequential_s"] / out["together_s"], 2)
   return out

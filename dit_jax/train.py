@@ -268,14 +268,13 @@ def _will_evaluate(config):
 def train_and_evaluate(config, workdir, extra_hooks=()):
   """Trains (or resumes) a DiT per `config` in `workdir`, then evaluates; returns the Run.
 
-  With config.seeds > 1 the seeds train together (dit_jax.seeds) and a seeds.Group
-  of their Runs comes back.
+  One seed: config.seeds > 1 trains in dit_jax.seeds.train_and_evaluate, which takes
+  any config.seeds (scripts/train.py calls it).
   """
-  if config.seeds > 1:
-    from dit_jax import seeds  # seeds builds on this module
-    if extra_hooks:
-      raise ConfigError("extra hooks run with one seed at a time; set config.seeds=1.")
-    return seeds.train_and_evaluate(config, workdir)
+  if config.seeds != 1:
+    raise ConfigError(f"config.seeds={config.seeds}: train.train_and_evaluate trains one "
+                      "seed; call dit_jax.seeds.train_and_evaluate (any config.seeds), or set "
+                      "config.seeds=1.")
   workdir_lib.check_local(workdir)
   config = config_check.finalize(config)
   workdir = os.path.abspath(workdir)  # orbax needs absolute paths

@@ -7,7 +7,7 @@
 from absl import app, flags
 from ml_collections import config_flags
 
-from dit_jax import cli, train
+from dit_jax import cli, seeds
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file, optionally path.py:arg.",
@@ -20,7 +20,7 @@ def main(argv):
   del argv
   cli.setup()
   with cli.friendly_errors():
-    run = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    run = seeds.train_and_evaluate(FLAGS.config, FLAGS.workdir)  # any config.seeds
   cli.finish(run)
 
 

@@ -41,7 +41,7 @@ def assert_close(a, b):
 @pytest.mark.loop
 def test_two_seeds_together_end_like_two_single_runs(tmp_path, data_dir):
   tracked = {"memo.every": 10}
-  group = train.train_and_evaluate(tiny(data_dir, seeds=2, **tracked), str(tmp_path / "k"))
+  group = seeds.train_and_evaluate(tiny(data_dir, seeds=2, **tracked), str(tmp_path / "k"))
   assert [r.config.seed for r in group.runs] == [0, 1]
   assert int(group.runs[1].state["step"]) == 30
   params = {}
@@ -70,7 +70,7 @@ def test_two_seeds_together_end_like_two_single_runs(tmp_path, data_dir):
 @pytest.mark.loop
 def test_sigterm_then_resume_ends_like_one_uninterrupted_run(tmp_path, data_dir, monkeypatch):
   straight = str(tmp_path / "straight")
-  train.train_and_evaluate(tiny(data_dir, seeds=2), straight)
+  seeds.train_and_evaluate(tiny(data_dir, seeds=2), straight)
 
   stopped = str(tmp_path / "stopped")
   real_batch = seeds._batch
@@ -79,12 +79,12 @@ def test_sigterm_then_resume_ends_like_one_uninterrupted_run(tmp_path, data_dir,
       os.kill(os.getpid(), signal.SIGTERM)
     return real_batch(runs, step, *args)
   monkeypatch.setattr(seeds, "_batch", batch_then_sigterm)
-  group = train.train_and_evaluate(tiny(data_dir, seeds=2), stopped)
+  group = seeds.train_and_evaluate(tiny(data_dir, seeds=2), stopped)
   assert group.stop_requested
   for run in group.runs:
     assert run.ckpt.all_steps()[-1] == 17 and int(run.state["step"]) == 17
   monkeypatch.setattr(seeds, "_batch", real_batch)
-  group = train.train_and_evaluate(tiny(data_dir, seeds=2), stopped)
+  group = seeds.train_and_evaluate(tiny(data_dir, seeds=2), stopped)
   assert not group.stop_requested
   for seed in (0, 1):
     a, _ = final(seeds.seed_workdir(straight, seed))
@@ -95,19 +95,19 @@ def test_sigterm_then_resume_ends_like_one_uninterrupted_run(tmp_path, data_dir,
 @pytest.mark.loop
 def test_a_seed_resumes_alone_and_mismatched_seeds_are_refused(tmp_path, data_dir):
   w = str(tmp_path / "k")
-  train.train_and_evaluate(tiny(data_dir, seeds=2, **{"train.steps": 10}), w)
+  seeds.train_and_evaluate(tiny(data_dir, seeds=2, **{"train.steps": 10}), w)
   # one seed carried on by itself, as a single-seed run of its own workdir
   run = train.train_and_evaluate(tiny(data_dir, seed=1, **{"train.steps": 20}),
                                  seeds.seed_workdir(w, 1))
   assert int(run.state["step"]) == 20
   with pytest.raises(ConfigError, match="seed 0: 10, seed 1: 20"):
-    train.train_and_evaluate(tiny(data_dir, seeds=2, **{"train.steps": 30}), w)
+    seeds.train_and_evaluate(tiny(data_dir, seeds=2, **{"train.steps": 30}), w)
 
 
 def test_config_errors_name_the_field(tmp_path, data_dir):
   with pytest.raises(ConfigError, match="config.seeds"):
-    train.train_and_evaluate(tiny(data_dir, seeds=0), str(tmp_path / "a"))
+    seeds.train_and_evaluate(tiny(data_dir, seeds=0), str(tmp_path / "a"))
   with pytest.raises(ConfigError, match="prune.at_step"):
-    train.train_and_evaluate(tiny(data_dir, seeds=2, **{"prune.at_step": 10}),
+    seeds.train_and_evaluate(tiny(data_dir, seeds=2, **{"prune.at_step": 10}),
                              str(tmp_path / "b"))
   assert not os.path.exists(tmp_path / "b")
