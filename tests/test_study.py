@@ -219,3 +219,19 @@ def test_figure_labels_and_a_bounded_interval_for_ratios():
   mean, low, high, n = stats.bootstrap_interval(vals)
   assert n == 5 and 0.0 <= low <= mean <= high <= 0.1
   assert stats.bootstrap_interval([0.4]) == (0.4, 0.4, 0.4, 1)
+
+
+def test_widths_above_the_full_model_bracket_w_star_or_say_they_do_not():
+  from dit_jax.study import document
+  key = capacity.EXCESS
+  flat = {(100, w): {key: v} for w, v in ((2, 1.0), (1.5, 1.01), (1, 1.02), (0.5, 2.0))}
+  stars = {0.05: capacity.w_star(flat, 0.05, key=key)}
+  assert stars == {0.05: 1}  # against the widest (2), not the full width
+  line = " ".join(document._above_full(flat, 100, key, stars))
+  assert "1: 1.02, 1.5: 1.01, 2: 1" in line and "brackets W from above" in line
+  falling = {**flat, (100, 2): {key: 0.5}}
+  stars = {0.05: capacity.w_star(falling, 0.05, key=key)}
+  assert stars == {0.05: 2}
+  assert "not bracketed" in " ".join(document._above_full(falling, 100, key, stars))
+  assert document._above_full({(100, 1): {key: 1.0}, (100, 0.5): {key: 2.0}}, 100, key,
+                              {0.05: 1}) == []  # no wider cells: nothing to say

@@ -81,7 +81,8 @@ def get_config(arg=None):
       title="ideas tried on one exploration seed (digits, seed 100)")
   grid = "python scripts/sweep.py --config configs/sweeps/capacity_grid.py:data=gmm,steps=6000,"
   gmm_cap = dict(
-      grid=tuple(f"grid_gmm_{x}" for x in "bcdefghij"), search=("cap_gmm",),
+      grid=tuple(f"grid_gmm_{x}" for x in "bcdefghij") + ("grid_gmm_wide_s0", "grid_gmm_wide_s1"),
+      search=("cap_gmm",),
       earlier=("grid_gmm_a",), fts=(500,), data="gmm", oracle="excess",
       tols=(0.05, 0.1, 0.25, 0.5),  # W*(5%), and wider ones for its shape
       earlier_title="The large-n rows trained 3,000 steps (their first run, for comparison)",
@@ -94,6 +95,8 @@ def get_config(arg=None):
                 f"{grid}ns=2048,widths=1+0.5+0.125 --workdir grid_gmm_h",
                 f"{grid}ns=16384,widths=1+0.5+0.125,seed0=1 --workdir grid_gmm_i",
                 f"{grid}ns=16384,widths=0.75+0.25,seed0=1 --workdir grid_gmm_j",
+                f"{grid}ns=16384,widths=2+1.5,nll=0 --workdir grid_gmm_wide_s0",
+                f"{grid}ns=16384,widths=2+1.5,nll=0,seed0=1 --workdir grid_gmm_wide_s1",
                 f"{_SWEEP}data=gmm,at=6000,base_evals=,ft=500,evals=500,budgets=cap,"
                 "methods=random,scratch=,seeds=3 --workdir cap_gmm",
                 "# the earlier rows: ...capacity_grid.py:data=gmm,ns=16384+2048,steps=3000 "
@@ -103,7 +106,12 @@ def get_config(arg=None):
              "its heads and MLP units per block (head size and hidden size fixed; one head "
              "at least): one seed, two at n=16384 (the row W* is read from; a cell's numbers "
              "are the mean over its seeds). The first run of the n=2048 and 16384 rows "
-             "trained 3,000 steps; it is kept below for comparison, not merged. The search "
+             "trained 3,000 steps; it is kept below for comparison, not merged. Widths 1.5 "
+             "and 2 (6 and 8 heads of the same head size, 768 and 1,024 MLP units) widen the "
+             "model past its full size at n=16384 only, so that W* is read against the "
+             "widest model the grid has; they ran later (code da38454, without likelihood "
+             "points, one seed per core beside a niced sweep and tests) and were merged "
+             "into the csv copies. The search "
              "starts from a memorizing base (n=32, 6,000 steps), cuts heads and then MLP "
              "units by `contrast` scores, fits each candidate 300 steps to the true score on "
              "draws of the density (capacity_fit=gt: no split is read) and keeps the smallest "

@@ -44,7 +44,7 @@ def grid_cells(rows, keys=("mem_ratio", "nll", "fd", "precision", "recall", HELD
 
 def w_star(cells, tol, key=EXCESS, n=None):
   """The smallest width at n (default: the largest) whose `key` is within (1 + tol) of
-  the full width's: the ground-truth capacity W*(tol) when n stands in for the density."""
+  the widest width's: the ground-truth capacity W*(tol) when n stands in for the density."""
   n = n or max(c[0] for c in cells)
   widths = sorted(w for m, w in cells if m == n and key in cells[(m, w)])
   if not widths:
@@ -110,7 +110,7 @@ def grid_plot(cells, path, title, key=EXCESS,
       full = cells[(n, max(ws))][key]
       axes[2].plot(ws, [cells[(n, w)][key] / full for w in ws], "o-", label=f"n = {n}")
     axes[2].axhline(1.0, color="k", lw=0.5)
-    axes[2].set(xlabel="width", ylabel=f"{label} / the full width's", xscale="log",
+    axes[2].set(xlabel="width", ylabel=f"{label} / the widest width's", xscale="log",
                 title=f"{title}: {label}")
     axes[2].set_xticks(widths, [f"{w:g}" for w in widths])
     axes[2].minorticks_off()

@@ -132,16 +132,17 @@ def _oracle(spec, name, cap, cells, key, star):
     loss_stars = {t: capacity.w_star(cells, t, key=capacity.HELDOUT) for t in tols}
     out = ["### The ground-truth capacity W*", "",
            f"At n = {top} (standing in for the density): the smallest width whose held-out "
-           "excess over gt_loss is within (1 + tol) of the full width's: " +
+           "excess over gt_loss is within (1 + tol) of the widest width's: " +
            ", ".join(f"W*({t:g}) = {w:g}" for t, w in stars.items()) + "; on the held-out "
            "loss itself (the capacity search's yardstick): " +
            ", ".join(f"{w:g} at tol {t:g}" for t, w in loss_stars.items()) + ".", ""]
   else:
     out = ["### The proxy oracle", "",
            f"No density is known, so the proxy is read off the largest n ({top}): the "
-           "smallest width whose held-out loss is within (1 + tol) of the full width's, "
+           "smallest width whose held-out loss is within (1 + tol) of the widest width's, "
            "where widening stops improving it: " +
            ", ".join(f"W({t:g}) = {w:g}" for t, w in stars.items()) + ".", ""]
+  out += _above_full(cells, top, key, stars)
   if cap.get("earlier"):  # the same cells from a shorter, earlier run: shown, never merged
     before = capacity.grid_cells(_rows(spec, f"{name}_grid", cap["earlier"], "earlier"))
     out += [f"### {cap['earlier_title']}", "",
@@ -150,6 +151,20 @@ def _oracle(spec, name, cap, cells, key, star):
             ", ".join(f"{star}({t:g}) = {capacity.w_star(before, t, key=key):g}" for t in tols)
             + ".", ""]
   return stars, out
+
+
+def _above_full(cells, n, key, stars):
+  """Whether the grid brackets W from above: the cells wider than the full model."""
+  wide = sorted(w for m, w in cells if m == n and w >= 1 and key in cells[(m, w)])
+  if len(wide) < 2:
+    return []
+  values = ", ".join(f"{w:g}: {cells[(n, w)][key]:.3g}" for w in wide)
+  inside = all(w < wide[-1] for w in stars.values() if w is not None)
+  return [f"Above the full width at n = {n} ({key}, mean over seeds): {values}. " +
+          ("Every W above lies below the widest width: widening past it did not lower "
+           f"{key} by more than the tolerance, so the grid brackets W from above."
+           if inside else f"Some W above is the widest width: {key} still falls with "
+           "width there, so W is not bracketed from above."), ""]
 
 
 def _search(spec, name, cap, widths, stars, star):
