@@ -11,7 +11,8 @@ training subset, init, batches and noise (config.seed = s), checkpoints with the
 same fingerprint, metrics, tracker readings and evaluations. Single-seed tools read
 those workdirs, and any of them can be resumed alone (config.seed = s, seeds = 1).
 The hooks (logging, tracker, samples, evaluation, checkpoints) are train.py's, run
-per seed on that seed's slice of the state, taken only when a hook reads it.
+per seed on that seed's slice of the state, taken only when a hook reads it. The seed
+axis is split over the host's devices when their number divides K.
 """
 import logging
 import os
@@ -71,11 +72,27 @@ def check_config(config, seeds):
                       f"{jax.process_count()}. Set config.seeds=1 for multi-host runs.")
 
 
-class Group:
-  """The seeds' stacked state, and each seed's slice of it, cut once per state."""
+def seed_sharding(seeds, devices):
+  """The seed axis split over the local devices when they divide it (no communication:
+  each device trains its own seeds), else every seed on the first device."""
+  devices = list(devices)
+  if len(devices) == 1 or seeds % len(devices):
+    if len(devices) > 1:
+      log.warning("%d seeds do not split over %d devices: all train on %s; use a multiple "
+                  "of %d seeds to use every device", seeds, len(devices), devices[0],
+                  len(devices))
+    return jax.sharding.SingleDeviceSharding(devices[0])
+  mesh = jax.sharding.Mesh(np.asarray(devices), ("seeds",))
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seeds"))
 
-  def __init__(self, runs=()):
+
+class Group:
+  """The seeds' stacked state, and each seed's slice of it, cut once per state and put
+  on the hooks' device."""
+
+  def __init__(self, runs=(), device=None):
     self.runs = list(runs)
+    self.device = device
     self.state = None
     self._slices = {}
 
@@ -84,7 +101,8 @@ class Group:
 
   def slice(self, index):
     if index not in self._slices:
-      self._slices[index] = jax.tree.map(lambda x: x[index], self.state)
+      self._slices[index] = jax.tree.map(lambda x: jax.device_put(x[index], self.device),
+                                         self.state)
     return self._slices[index]
 
   @property
@@ -110,7 +128,7 @@ class SeedRun(train.Run):
       raise TypeError("a seed's state is a slice of its group's; set the group's state.")
 
 
-def _restore_or_init(group, setup, device):
+def _restore_or_init(group, setup, placement):
   """The stacked state: every seed resumed from the same step, or every seed fresh."""
   runs = group.runs
   restored = [train.restore(r, jax.random.PRNGKey(r.config.seed)) for r in runs]
@@ -133,7 +151,7 @@ def _restore_or_init(group, setup, device):
                           "one seed at a time (config.seeds=1).")
     state = jax.tree.map(lambda *xs: jnp.stack(xs), *[r[1] for r in restored])
     log.info("%d seeds resumed from step %d", len(runs), steps[0])
-  group.set_state(jax.device_put(state, device))
+  group.set_state(jax.device_put(state, placement))
   return steps[0] or 0
 
 
@@ -189,11 +207,12 @@ def train_group(configs, workdirs):
     workdir_lib.check_local(wd)
   workdirs = [os.path.abspath(wd) for wd in workdirs]
   check_group(configs)
-  device = jax.local_devices()[0]  # the seeds share one device
+  device = jax.local_devices()[0]  # where the hooks (tracker, evaluation) run a seed
   mesh = sharding.make_mesh(None, [device])
   config_check.validate(configs[0], 1)
   check_config(configs[0], len(configs))
-  group, locks, ckpts = Group(), [], []
+  placement = seed_sharding(len(configs), jax.local_devices())
+  group, locks, ckpts = Group(device=device), [], []
   try:
     for index, (c, wd) in enumerate(zip(configs, workdirs)):
       dataset = data_lib.load(c.data, c.seed)
@@ -208,12 +227,12 @@ def train_group(configs, workdirs):
           workdir_lib.path(wd, workdir_lib.CHECKPOINTS), c.checkpoint.keep, cleanup=True))
       setup = state_lib.make_setup(c, arch)
       group.runs.append(SeedRun(group, index, c, wd, dataset, setup, mesh, ckpts[-1]))
-    start = _restore_or_init(group, group.runs[0].setup, device)
+    start = _restore_or_init(group, group.runs[0].setup, placement)
     for run in group.runs:
       workdir_lib.write_config(run.config, run.workdir)
       run.writer = writers.MetricWriter(run.workdir, resume_step=start)
     try:
-      _loop(group, start)
+      _loop(group, start, placement)
       for run in group.runs:
         if train.evaluates_at_end(run.config) and not group.stop_requested:
           run.summary = train._evaluate_at_end(run)
@@ -232,7 +251,7 @@ def train_group(configs, workdirs):
   return group
 
 
-def _loop(group, start):
+def _loop(group, start, placement):
   """Steps from `start` to train.steps; each seed's hooks between steps on its slice."""
   runs = group.runs
   config, setup, mesh = runs[0].config, runs[0].setup, runs[0].mesh
@@ -257,7 +276,7 @@ def _loop(group, start):
   pending = None
   try:
     for step in range(start + 1, total + 1):
-      batch = _batch(runs, step, batch_size, mesh, labels)
+      batch = jax.device_put(_batch(runs, step, batch_size, mesh, labels), placement)
       state, metrics = step_fn(group.state, batch)
       group.set_state(state)
       if pending is not None:  # checked one step late so dispatch stays asynchronous

@@ -2,6 +2,8 @@
 import json
 import os
 import signal
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -102,6 +104,41 @@ def test_a_seed_resumes_alone_and_mismatched_seeds_are_refused(tmp_path, data_di
   assert int(run.state["step"]) == 20
   with pytest.raises(ConfigError, match="seed 0: 10, seed 1: 20"):
     seeds.train_and_evaluate(tiny(data_dir, seeds=2, **{"train.steps": 30}), w)
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ON_TWO_DEVICES = """
+import json, sys
+import jax
+sys.path.insert(0, {root!r})
+from tests.test_seeds import tiny
+from dit_jax import seeds
+jax.config.update("jax_compilation_cache_dir", {cache!r})
+group = seeds.train_and_evaluate(tiny({data_dir!r}, seeds=2), {w!r})
+leaf = jax.tree.leaves(group.state["params"])[0]
+print("RESULT" + json.dumps(dict(devices=sorted(d.id for d in leaf.devices()),
+                                 per_device=list(leaf.addressable_shards[0].data.shape))))
+"""
+
+
+@pytest.mark.loop
+def test_seeds_split_over_the_local_devices_train_the_same_models(tmp_path, data_dir):
+  """Two fake CPU devices, two seeds: one seed each, and the same models as on one device."""
+  spread = str(tmp_path / "two")
+  code = ON_TWO_DEVICES.format(root=ROOT, cache=os.path.join(ROOT, ".jax_cache"),
+                               data_dir=data_dir, w=spread)
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                        text=True, timeout=600, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  got = json.loads(next(l for l in proc.stdout.splitlines()
+                        if l.startswith("RESULT"))[len("RESULT"):])
+  assert got["devices"] == [0, 1] and got["per_device"][0] == 1  # one seed per device
+  one = str(tmp_path / "one")
+  seeds.train_and_evaluate(tiny(data_dir, seeds=2), one)
+  for seed in (0, 1):
+    assert_close(final(seeds.seed_workdir(one, seed))[0],
+                 final(seeds.seed_workdir(spread, seed))[0])
 
 
 def test_config_errors_name_the_field(tmp_path, data_dir):
