@@ -122,17 +122,24 @@ def make_run(args, python):
               tail=None if rc == 0 else out[-1500:])
 
 
+def bench_rows(check, script, sizes, benches, budget_s, python):
+  """Runs a bench script and emits one line per JSON row of `benches`; a failure (or no
+  row) emits its own line with the log's tail."""
+  rc, out, wall, timed_out = run([python, script, *sizes], budget_s)
+  rows = [r for r in json_lines(out) if r.get("bench") in benches]
+  for r in rows:
+    emit(check, True, **r)
+  if rc != 0 or not rows:
+    return emit(check, False, wall_s=wall, timed_out=timed_out, tail=out[-1500:])
+  return True
+
+
 def throughput(args, python):
   sizes = (["--variants", "tiny/2", "--batch", "2", "--dtype", "float32", "--steps", "1"]
            if args.cpu_dry_run else
            ["--variants", "S/2,B/2", "--batch", "256", "--dtype", "bfloat16", "--steps", "20"])
-  rc, out, wall, timed_out = run([python, "bench/throughput/train_throughput.py", *sizes], 150)
-  rows = [r for r in json_lines(out) if r.get("bench") == "train_throughput"]
-  for r in rows:
-    emit("throughput", True, **r)
-  if rc != 0 or not rows:
-    return emit("throughput", False, wall_s=wall, timed_out=timed_out, tail=out[-1500:])
-  return True
+  return bench_rows("throughput", "bench/throughput/train_throughput.py", sizes,
+                    ("train_throughput",), 150, python)
 
 
 def seeds(args, python):
@@ -142,13 +149,8 @@ def seeds(args, python):
             "--family-steps", "0"])
   if args.data_dir:
     sizes += ["--data-dir", args.data_dir]
-  rc, out, wall, timed_out = run([python, "bench/seed_throughput.py", *sizes], 90)
-  rows = [r for r in json_lines(out) if r.get("bench") in ("seed_throughput", "seed_family")]
-  for r in rows:
-    emit("seeds", True, **r)
-  if rc != 0 or not rows:
-    return emit("seeds", False, wall_s=wall, timed_out=timed_out, tail=out[-1500:])
-  return True
+  return bench_rows("seeds", "bench/seed_throughput.py", sizes,
+                    ("seed_throughput", "seed_family"), 90, python)
 
 
 def cifar10(args, python):

@@ -290,38 +290,27 @@ def _quiet_abandoned_io(on):
     sys.unraisablehook = _previous_hook
 
 
-def _bits(x):
-  """The raw bits of x as flat uint32: integer sums of them are exact in any order."""
+def _two_sums(x, xp):
+  """[sum, weighted sum] of the raw bits of x as uint32, mod 2**32, in jax.numpy (jitted)
+  or numpy (`xp`): integer sums, exact in any order, so both give the same numbers."""
   if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
     x = jax.random.key_data(x)
-  if x.dtype == jnp.bool_:
-    return x.reshape(-1).astype(jnp.uint32)
-  unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint32}[x.dtype.itemsize]
-  return jax.lax.bitcast_convert_type(x, unsigned).reshape(-1).astype(jnp.uint32)
+  x = xp.asarray(x)
+  if x.dtype == xp.bool_:
+    bits = x.reshape(-1).astype(xp.uint32)
+  else:
+    unsigned = {1: xp.uint8, 2: xp.uint16, 4: xp.uint32, 8: xp.uint32}[x.dtype.itemsize]
+    raw = (jax.lax.bitcast_convert_type(x, unsigned) if xp is jnp
+           else np.ascontiguousarray(x).view(unsigned))
+    bits = raw.reshape(-1).astype(xp.uint32)
+  # odd weights: changing any single element always changes the weighted sum
+  w = xp.arange(bits.size, dtype=xp.uint32) * xp.uint32(0x3C6EF362) + xp.uint32(1)
+  return xp.stack([bits.sum(dtype=xp.uint32), (bits * w).sum(dtype=xp.uint32)])
 
 
 @jax.jit
 def _checksum_arrays(tree):
-  def one(x):
-    bits = _bits(x)
-    # odd weights: changing any single element always changes the weighted sum
-    w = jnp.arange(bits.size, dtype=jnp.uint32) * jnp.uint32(0x3C6EF362) + jnp.uint32(1)
-    return jnp.stack([bits.sum(dtype=jnp.uint32), (bits * w).sum(dtype=jnp.uint32)])
-  return jax.tree.map(one, tree)
-
-
-def _host_checksums(x):
-  """_checksum_arrays' two sums of one array in numpy, for arrays already in host memory:
-  no compile per state layout (a sweep's points and prunes each have their own)."""
-  x = np.asarray(jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
-                 else x)
-  if x.dtype == np.bool_:
-    bits = x.reshape(-1).astype(np.uint32)
-  else:
-    unsigned = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint32}[x.dtype.itemsize]
-    bits = np.ascontiguousarray(x).view(unsigned).reshape(-1).astype(np.uint32)
-  w = np.arange(bits.size, dtype=np.uint32) * np.uint32(0x3C6EF362) + np.uint32(1)
-  return np.stack([bits.sum(dtype=np.uint32), (bits * w).sum(dtype=np.uint32)])
+  return jax.tree.map(lambda x: _two_sums(x, jnp), tree)
 
 
 def _on_host(x):
@@ -337,7 +326,8 @@ def checksums(state):
   """
   leaves = jax.tree.leaves(state)
   if leaves and all(_on_host(x) for x in leaves):
-    sums = jax.tree.map(_host_checksums, state)
+    # no compile per state layout (a sweep's points and prunes each have their own)
+    sums = jax.tree.map(lambda x: _two_sums(x, np), state)
   else:
     sums = sharding.gather(_checksum_arrays(state))
   flat, _ = jax.tree_util.tree_flatten_with_path(sums)

@@ -176,8 +176,7 @@ def train_and_evaluate(config, workdir):
   """Trains (or resumes) seeds seed .. seed + seeds - 1 of `config` together, each in
   workdir/seed_<s>, then evaluates each; returns the Group of their Runs. With
   config.seeds = 1 it is train.train_and_evaluate (one Run, in workdir itself)."""
-  if not isinstance(config.seeds, int) or isinstance(config.seeds, bool) or config.seeds < 1:
-    raise ConfigError(f"config.seeds must be an integer >= 1, got {config.seeds!r}.")
+  configlib.check_int(config.seeds, "seeds")
   if config.seeds == 1:
     return train.train_and_evaluate(config, workdir)
   workdir_lib.check_local(workdir)

@@ -159,8 +159,11 @@ def _above_full(cells, n, key, stars):
   if len(wide) < 2:
     return []
   values = ", ".join(f"{w:g}: {cells[(n, w)][key]:.3g}" for w in wide)
+  counts = {cells[(n, w)].get("seeds") for w in wide} - {None}
+  seeds = "/".join(str(c) for c in sorted(counts)) or "?"
   inside = all(w < wide[-1] for w in stars.values() if w is not None)
-  return [f"Above the full width at n = {n} ({key}, mean over seeds): {values}. " +
+  return [f"Above the full width at n = {n} ({key}, mean over {seeds} seed(s): a reading "
+          f"of means, not a tested difference): {values}. " +
           ("Every W above lies below the widest width: widening past it did not lower "
            f"{key} by more than the tolerance, so the grid brackets W from above."
            if inside else f"Some W above is the widest width: {key} still falls with "
