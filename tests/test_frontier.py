@@ -77,3 +77,16 @@ def test_the_frontier_sweep_runs_every_family_with_likelihoods(tmp_path, data_di
   pruned = [r for r in step_rows if r["method"] == "random"]
   assert [r["ft_steps"] for r in pruned] == [5, 10] and pruned[0]["step"] == 15
   assert "tracker_stop" in summary and os.path.exists(os.path.join(w, "sweep.png"))
+
+
+def test_the_frontier_runs_early_stop_and_pruning_of_every_seed_first():
+  from dit_jax import configlib
+  spec = configlib.load_config_file(os.path.join(ROOT, "configs", "sweeps", "frontier.py"))
+  points = spec.get_sweep("data=gmm,seeds=2,compare=2000+4000+9000")
+  names = [p["name"] for p in points]
+  assert names[:6] == ["early_stop-s0", "random@h20m50-s0", "head_grad@h20m50-s0",
+                       "early_stop-s1", "random@h20m50-s1", "head_grad@h20m50-s1"]
+  assert len(names) == 6 + 2 * 5  # three decays and two widths per seed after them
+  at = {p["name"]: p["overrides"]["eval.at_steps"] for p in points}
+  assert at["early_stop-s1"] == tuple(range(500, 6000, 500))
+  assert at["wd0.1-s0"] == at["w0.25-s1"] == (2000, 4000)  # compared steps below the end

@@ -6,19 +6,23 @@ Per seed (its own training subset, shared by every family), one evaluation grid:
               the tracker, the tracker-chosen stop);
   wd<x>       the same run with AdamW decay x, evaluated on the same steps;
   w<f>        a narrower model from scratch (a fraction f of the heads and MLP
-              units, head size fixed: the capacity grid's shapes), same steps;
+              units, head size fixed: the capacity grid's shapes);
+              wd and w are evaluated at the compared steps `compare` and the end;
   <method>    pruned at `at` from early_stop's own checkpoint by `method` at the
               budget (`budget`: every method removes the same units), fine-tuned
               on the same images and evaluated `evals` fine-tuning steps later.
 Every evaluation has the same samples (`num`), and the model's likelihood of the
 test split and the training set (test_nll, train_nll, nll_gap) on `nll_num` points.
 The frontier and its dominance intervals are read by dit_jax.study.frontier.
+Points run in order: every seed's early_stop and pruned points first (the
+comparison the verdict rests on), then the other families.
 
   python scripts/sweep.py --config configs/sweeps/frontier.py:data=gmm --workdir runs/frontier_gmm
   python scripts/sweep.py --config configs/sweeps/frontier.py:data=digits --workdir runs/frontier_digits
   python scripts/sweep.py --config configs/sweeps/frontier.py:runlocal --workdir /tmp/frontier
 Arguments (all optional, `+` joins lists): data, n, seeds, seed0, steps, every, at,
-evals, budget, methods, decays, widths, num (samples), nll_num (likelihood points).
+evals, compare, budget, methods, decays, widths, num (samples), nll_num (likelihood
+points).
 """
 from dit_jax import configlib
 
@@ -31,9 +35,10 @@ def _arg(arg):
   a = configlib.parse_arg(
       arg, data="gmm", n=32, seeds=5, seed0=0, steps=6000, every=500, at=4000,
       evals="250+500+1000+2000+8000", budget="h20m50", methods="random+head_grad",
-      decays="0.01+0.1+1", widths="0.5+0.25", num=1000, nll_num=500)
+      decays="0.01+0.1+1", widths="0.5+0.25", compare="2000+4000+6000", num=1000,
+      nll_num=500)
   if a.runlocal:  # one seed, one decay, one width, a few steps: under 3 minutes
-    a.seeds, a.steps, a.every, a.at, a.evals = 1, 20, 10, 10, "5+10"
+    a.seeds, a.steps, a.every, a.at, a.evals, a.compare = 1, 20, 10, 10, "5+10", "10"
     a.decays, a.widths = a.decays.split("+")[-1], a.widths.split("+")[0]
   return a
 
@@ -71,7 +76,8 @@ def _shape(width, depth, full_mlp):
 
 
 def get_sweep(arg=None):
-  """Per seed: early_stop first (the pruned points start from its checkpoints)."""
+  """early_stop and its pruned points for every seed (pruning starts from early_stop's
+  checkpoint), then weight decay and the narrower models."""
   a = _arg(arg)
   if a.budget not in BUDGETS:
     raise ValueError(f"frontier budget {a.budget!r} unknown; use one of {sorted(BUDGETS)}.")
@@ -87,27 +93,28 @@ def get_sweep(arg=None):
   full_mlp = int(config.model.head_dim * FULL_HEADS * config.model.mlp_ratio)
   grid = tuple(range(a.every, a.steps, a.every))  # the end is evaluated at_end
   heads_cut, mlp_cut = BUDGETS[a.budget]
-  points = []
+  compare = tuple(s for s in _ints(a.compare) if s < a.steps)
+  ft = max(_ints(a.evals))
+  first, then = [], []  # early_stop and pruning of every seed, then the rest
   for seed in range(a.seed0, a.seed0 + a.seeds):
     stop = f"early_stop-s{seed}"
 
-    def family(name, method, **over):
-      points.append(dict(name=f"{name}-s{seed}", method=method, budget="frontier", at=0,
-                         overrides={"seed": seed, "train.steps": a.steps,
-                                    "eval.at_steps": grid, **over}))
-    family("early_stop", "early_stop")
-    ft = max(_ints(a.evals))
+    def family(into, name, method, at_steps, **over):
+      into.append(dict(name=f"{name}-s{seed}", method=method, budget="frontier", at=0,
+                       overrides={"seed": seed, "train.steps": a.steps,
+                                  "eval.at_steps": at_steps, **over}))
+    family(first, "early_stop", "early_stop", grid)
     for m in methods:
-      points.append(dict(
+      first.append(dict(
           name=f"{m}@{a.budget}-s{seed}", method=m, budget=a.budget, at=a.at,
           start_from=(stop, a.at), overrides={
               "seed": seed, "prune.at_step": a.at, "train.steps": a.at + ft,
               "prune.method": m, "prune.ratio": heads_cut, "prune.mlp_ratio": mlp_cut,
               "eval.at_steps": tuple(a.at + e for e in _ints(a.evals) if e < ft)}))
     for x in _floats(a.decays):
-      family(f"wd{x:g}", f"wd{x:g}", **{"train.weight_decay": x})
+      family(then, f"wd{x:g}", f"wd{x:g}", compare, **{"train.weight_decay": x})
     for w in _floats(a.widths):
       heads, mlp = _shape(w, depth, full_mlp)
-      family(f"w{w:g}", f"w{w:g}", **{"model.heads": heads, "model.mlp": mlp,
-                                      "model.depth": depth})
-  return points
+      family(then, f"w{w:g}", f"w{w:g}", compare, **{"model.heads": heads, "model.mlp": mlp,
+                                                      "model.depth": depth})
+  return first + then
