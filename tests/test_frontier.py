@@ -90,3 +90,63 @@ def test_the_frontier_runs_early_stop_and_pruning_of_every_seed_first():
   at = {p["name"]: p["overrides"]["eval.at_steps"] for p in points}
   assert at["early_stop-s1"] == tuple(range(500, 6000, 500))
   assert at["wd0.1-s0"] == at["w0.25-s1"] == (2000, 4000)  # compared steps below the end
+
+
+def _judged_rows(shift, seeds=5):
+  """An early_stop curve per seed (both qualities improve, both memorizations grow),
+  a pruned family whose +8000 point sits `shift` below the curve in memorization
+  (its +500 point on it), weight decay on the curve and a narrow model above it."""
+  rng = np.random.default_rng(seeds)
+  rows = []
+  for seed in range(seeds):
+    for i, step in enumerate(range(500, 6001, 500)):
+      rows.append(dict(method="early_stop", budget="frontier", seed=seed, step=step,
+                       ft_steps=step, test_nll=3.0 - 0.1 * i, energy_distance=2.0 - 0.1 * i,
+                       mem_ratio=0.05 * i, nll_gap=0.1 * i))
+
+    def point(method, budget, step, ft, i, dm):
+      noise = 0.002 * rng.normal()
+      rows.append(dict(method=method, budget=budget, seed=seed, step=step, ft_steps=ft,
+                       test_nll=3.0 - 0.1 * i, energy_distance=2.0 - 0.1 * i,
+                       mem_ratio=0.05 * i + dm + noise, nll_gap=0.1 * i + 2 * dm + noise))
+    point("random", "h20m50", 4500, 500, 5.5, 0.0)
+    point("random", "h20m50", 12000, 8000, 7.5, -shift)
+    for step in (2000, 4000):
+      point("wd0.1", "frontier", step, step, step / 500 - 1, 0.0)
+      point("w0.5", "frontier", step, step, step / 500 - 1.5, 0.08)
+  return rows
+
+
+def test_the_verdict_follows_the_plan_rules_on_rows_with_known_answers():
+  gmm, digits = _judged_rows(0.1), _judged_rows(0.1)
+  fam = frontier.family_points(gmm)
+  assert [lab for lab, _ in fam["random"]] == ["random @h20m50 +8000"]  # the longest only
+  assert [lab for lab, _ in fam["wd0.1"]] == ["wd0.1 step 2000", "wd0.1 step 4000"]
+  v = frontier.verdicts({"gmm": gmm, "digits": digits})
+  assert v["random"][0] == "beats"
+  assert v["wd0.1"][0] == "does not beat"
+  assert set(v["wd0.1"][1]["wd0.1 step 4000"].values()) == {"within noise"}
+  assert v["w0.5"][0] == "worse"
+  # on one dataset only: the rule asks for both
+  assert frontier.verdicts({"gmm": gmm, "digits": _judged_rows(0.0)})["random"][0] == \
+      "does not beat"
+  # one seed gives no interval
+  assert frontier.verdicts({"gmm": _judged_rows(0.1, seeds=1)})["random"][0] == "does not beat"
+  md = frontier.verdict_table({"gmm": gmm, "digits": digits})
+  assert "| random | beats | random @h20m50 +8000 | beats | beats |" in md
+
+
+def test_the_results_page_states_the_verdict_of_the_judged_sweeps(tmp_path):
+  from tests.test_study import _results_documents, _write
+  for name, shift in (("g", 0.1), ("d", 0.1), ("x", 0.0)):
+    _write(tmp_path, name, [dict(r, data="gmm", name=f"{r['method']}-s{r['seed']}")
+                            for r in _judged_rows(shift)])
+  for text, _ in _results_documents(tmp_path, (
+      "c.ours, c.budget, c.fts, c.tables, c.studies = 'random', 'h20m50', (500,), (500,), {}",
+      "c.explore = dict(workdirs=(), commands=(), title='Ideas')",
+      "f = lambda w, j: dict(workdirs=(w,), commands=('cmd',), title=w, notes='n', judged=j)",
+      "c.frontier = {'g': f('g', 'gmm'), 'd': f('d', 'digits'), 'x': f('x', '')}")):
+    verdict = text[text.index("## Verdict"):]
+    assert "judged sweeps (digits, gmm)" in verdict  # x is shown, not judged
+    assert "| random | beats | random @h20m50 +8000 | beats | beats |" in verdict
+    assert "Families that beat early stopping: random." in verdict

@@ -207,17 +207,36 @@ def _explore(spec):
           compare.ideas_table(rows), ""]
 
 
-def _frontier(spec, name, fr):
-  """A frontier sweep's section: its commands, the plot and the dominance tables."""
+def _frontier(spec, name, fr, judged):
+  """A frontier sweep's section: its commands, the plot and the dominance tables;
+  the rows of a judged sweep (fr["judged"]: its name in the verdict) go to `judged`."""
   rows = _rows(spec, f"frontier_{name}", fr["workdirs"])
   png = os.path.join(spec.out, "results", f"frontier_{name}.png")
   if not rows:
     return []
+  if fr.get("judged"):
+    judged[fr["judged"]] = rows
   frontier.plot(rows, png, fr["title"])
   seeds = sorted({r["seed"] for r in rows})
   return ([f"## {fr['title']}", ""] + _made_by(fr["commands"]) +
           [fr["notes"], "", f"Seeds: {seeds}. Rows: `{spec.out}/results/frontier_{name}_steps.csv`.",
            "", _figure(spec, png, fr["title"]), "", frontier.summarize(rows), ""])
+
+
+def _verdict(judged):
+  """The plan's verdict, computed from the judged sweeps' rows."""
+  v = frontier.verdicts(judged)
+  winners = [f for f, (verdict, _) in v.items() if verdict == "beats"]
+  return ["## Verdict: is anything better than stopping earlier?", "",
+          "The rules of docs/results/PLAN.md, applied by `dit_jax.study.frontier.verdicts` "
+          f"to the judged sweeps ({', '.join(judged)}): a point beats early stopping when, "
+          "matched on test_nll and matched on its samples' quality, the paired interval of "
+          "mem_ratio or nll_gap lies below zero with the other's not above it; a family "
+          "beats it when one of its points (the same on every dataset; for a pruned family "
+          "its longest fine-tuning) does so on each dataset.", "",
+          frontier.verdict_table(judged), "",
+          ("Families that beat early stopping: " + ", ".join(winners) + "." if winners else
+           "No family beats early stopping at equal quality."), ""]
 
 
 def write(spec, spec_path):
@@ -243,8 +262,11 @@ def write(spec, spec_path):
     lines += _study(spec, name, study)
   for name, cap in (spec.get("capacity") or {}).items():
     lines += _capacity(spec, name, cap)
+  judged = {}
   for name, fr in (spec.get("frontier") or {}).items():
-    lines += _frontier(spec, name, fr)
+    lines += _frontier(spec, name, fr, judged)
+  if judged:
+    lines += _verdict(judged)
   lines += _explore(spec)
   target = os.path.join(spec.out, "RESULTS.md")
   workdir_lib.atomic_write(target, "\n".join(lines))

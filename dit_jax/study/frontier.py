@@ -220,6 +220,73 @@ def sample_quality_key(rows):
   return "energy_distance" if any(_num(r.get("energy_distance")) for r in rows) else "fd"
 
 
+def point_verdict(rows, pick, qkeys=None):
+  """PLAN.md's rule for one compared point: "beats" when, under every matching
+  (test_nll and the samples' quality), the interval of mem_ratio or of nll_gap
+  lies below zero with the other's not above it; "worse" when it does not beat
+  and some interval lies above zero; "within noise" otherwise; "n/a" with fewer
+  than two paired seeds under some matching."""
+  qkeys = qkeys or (QUALITY, sample_quality_key(rows))
+  beats, above = True, False
+  for qkey in qkeys:
+    sides = []
+    for mkey in MEMORIZATION:
+      d = dominance(rows, pick, mkey, qkey)
+      if d["n"] < 2:
+        return "n/a"
+      sides.append(-1 if d["mean"] < -d["half"] else 1 if d["mean"] > d["half"] else 0)
+    above = above or 1 in sides
+    beats = beats and -1 in sides and 1 not in sides
+  return "beats" if beats else "worse" if above else "within noise"
+
+
+def family_points(rows):
+  """{family: [(label, pick)]}: the compared points of each family but early_stop; a
+  pruned family by its longest fine-tuning only (PLAN.md: it must still hold there)."""
+  out = {}
+  for label, pick in picks(rows)[2:]:  # the stopping rules are early_stop checkpoints
+    out.setdefault(label.split(" ")[0], []).append((label, pick))
+  for fam, pts in out.items():
+    if "+" in pts[-1][0]:  # "<method> @<budget> +<ft>", in fine-tuning order
+      out[fam] = pts[-1:]
+  return out
+
+
+def verdicts(rows_by_data):
+  """PLAN.md's verdict per family over the judged datasets ({name: rows}): a family
+  beats early stopping when one of its compared points (the same one on every
+  dataset) beats it on each dataset. Returns {family: (verdict, {label: {name:
+  point verdict}})}, verdict "beats", "worse" (a point worse on every dataset
+  and none beating), or "does not beat"."""
+  per = {name: family_points(rows) for name, rows in rows_by_data.items()}
+  families = dict.fromkeys(f for pts in per.values() for f in pts)
+  out = {}
+  for fam in families:
+    labels = dict.fromkeys(lab for pts in per.values() for lab, _ in pts.get(fam, []))
+    detail = {}
+    for lab in labels:
+      detail[lab] = {}
+      for name, rows in rows_by_data.items():
+        hit = [p for lb, p in per[name].get(fam, []) if lb == lab]
+        detail[lab][name] = point_verdict(rows, hit[0]) if hit else "n/a"
+    every = lambda v: any(all(d == v for d in by.values()) for by in detail.values())
+    out[fam] = ("beats" if every("beats") else "worse" if every("worse")
+                else "does not beat", detail)
+  return out
+
+
+def verdict_table(rows_by_data):
+  """Markdown: each family's verdict and the point verdicts it rests on."""
+  names = list(rows_by_data)
+  lines = ["| family | verdict | point | " + " | ".join(names) + " |",
+           "|---" * (3 + len(names)) + "|"]
+  for fam, (v, detail) in verdicts(rows_by_data).items():
+    for i, (lab, by) in enumerate(detail.items()):
+      lines.append(f"| {fam if i == 0 else ''} | {v if i == 0 else ''} | {lab} | " +
+                   " | ".join(by[n] for n in names) + " |")
+  return "\n".join(lines)
+
+
 def summarize(rows):
   """Markdown for a frontier sweep: the dominance tables, matched on the model's
   likelihood of held-out data and on its samples' distance to fresh data."""
