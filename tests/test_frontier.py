@@ -141,8 +141,14 @@ def test_the_results_page_states_the_verdict_of_the_judged_sweeps(tmp_path):
   for name, shift in (("g", 0.1), ("d", 0.1), ("x", 0.0)):
     _write(tmp_path, name, [dict(r, data="gmm", name=f"{r['method']}-s{r['seed']}")
                             for r in _judged_rows(shift)])
+  from tests.test_headroom import _rows as headroom_rows
+  _write(tmp_path, "h", [dict(r, step=4010, budget="h20m50", data="gmm",
+                              **{"memo_ema/gt_excess": r["nll_gap"]})
+                         for r in headroom_rows(0.0, 1.0)])
   for text, _ in _results_documents(tmp_path, (
       "c.ours, c.budget, c.fts, c.tables, c.studies = 'random', 'h20m50', (500,), (500,), {}",
+      "c.headroom = {'gmm256': dict(workdirs=('h',), commands=('cmd',), title='Room', "
+      "notes='n')}",
       "c.explore = dict(workdirs=(), commands=(), title='Ideas')",
       "f = lambda w, j: dict(workdirs=(w,), commands=('cmd',), title=w, notes='n', judged=j)",
       "c.frontier = {'g': f('g', 'gmm'), 'd': f('d', 'digits'), 'x': f('x', '')}")):
@@ -150,3 +156,6 @@ def test_the_results_page_states_the_verdict_of_the_judged_sweeps(tmp_path):
     assert "judged sweeps (digits, gmm)" in verdict  # x is shown, not judged
     assert "| random | beats | random @h20m50 +8000 | beats | beats |" in verdict
     assert "Families that beat early stopping: random." in verdict
+    assert ("Headroom (gmm256): nll_gap: within noise: masks do not differ beyond "
+            "fine-tuning noise; memo_ema/gt_excess: within noise") in verdict
+    assert "## Room" in text and "| nll_gap |" in text

@@ -12,6 +12,7 @@ from dit_jax import workdir as workdir_lib
 from dit_jax.study import capacity
 from dit_jax.study import compare
 from dit_jax.study import frontier
+from dit_jax.study import headroom
 from dit_jax.study import sweepdir
 from dit_jax.study import tracker
 
@@ -223,10 +224,26 @@ def _frontier(spec, name, fr, judged):
            "", _figure(spec, png, fr["title"]), "", frontier.summarize(rows), ""])
 
 
-def _verdict(judged):
-  """The plan's verdict, computed from the judged sweeps' rows."""
+def _headroom(spec, name, h, masks):
+  """A headroom sweep's section: masks against fine-tuning reruns; its rows go to
+  `masks` for the verdict."""
+  rows = _rows(spec, f"headroom_{name}", h["workdirs"])
+  if not rows:
+    return []
+  masks[name] = rows
+  seeds = sorted({r["seed"] for r in rows})
+  return ([f"## {h['title']}", ""] + _made_by(h["commands"]) +
+          [h["notes"], "", f"Seeds: {seeds}. Rows: `{spec.out}/results/headroom_{name}_steps.csv`.",
+           "", headroom.summarize(rows), ""])
+
+
+def _verdict(judged, masks):
+  """The plan's verdict, computed from the judged sweeps' rows (and the headroom's)."""
   v = frontier.verdicts(judged)
   winners = [f for f, (verdict, _) in v.items() if verdict == "beats"]
+  room = [f"Headroom ({name}): " + "; ".join(
+      f"{k}: {headroom.verdict(headroom.variance_ratio(rows, k))}"
+      for k in headroom.JUDGED) + "." for name, rows in masks.items()]
   return ["## Verdict: is anything better than stopping earlier?", "",
           "The rules of docs/results/PLAN.md, applied by `dit_jax.study.frontier.verdicts` "
           f"to the judged sweeps ({', '.join(judged)}): a point beats early stopping when, "
@@ -236,7 +253,7 @@ def _verdict(judged):
           "its longest fine-tuning) does so on each dataset.", "",
           frontier.verdict_table(judged), "",
           ("Families that beat early stopping: " + ", ".join(winners) + "." if winners else
-           "No family beats early stopping at equal quality."), ""]
+           "No family beats early stopping at equal quality."), ""] + room + ([""] if room else [])
 
 
 def write(spec, spec_path):
@@ -265,8 +282,11 @@ def write(spec, spec_path):
   judged = {}
   for name, fr in (spec.get("frontier") or {}).items():
     lines += _frontier(spec, name, fr, judged)
+  masks = {}
+  for name, h in (spec.get("headroom") or {}).items():
+    lines += _headroom(spec, name, h, masks)
   if judged:
-    lines += _verdict(judged)
+    lines += _verdict(judged, masks)
   lines += _explore(spec)
   target = os.path.join(spec.out, "RESULTS.md")
   workdir_lib.atomic_write(target, "\n".join(lines))

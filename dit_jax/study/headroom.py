@@ -12,6 +12,8 @@ import math
 import numpy as np
 from scipy import stats as scipy_stats
 
+JUDGED = ("nll_gap", "memo_ema/gt_excess")  # PLAN.md's outcomes; the table shows more
+
 
 def groups(rows, key, ft=None):
   """{seed: (mask outcomes, rerun outcomes)} at the points' last (or `ft`) step."""
@@ -64,7 +66,7 @@ def verdict(vr):
   return "within noise: masks do not differ beyond fine-tuning noise"
 
 
-def table(rows, keys=("nll_gap", "memo_ema/gt_excess", "mem_ratio", "test_nll")):
+def table(rows, keys=JUDGED + ("mem_ratio", "test_nll")):
   lines = ["| outcome | var(masks) / var(reruns) | 95% interval | sd masks | sd reruns | "
            "df | verdict |", "|---|---|---|---|---|---|---|"]
   for k in keys:
