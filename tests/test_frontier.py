@@ -119,7 +119,8 @@ def _judged_rows(shift, seeds=5):
 
 def test_the_verdict_follows_the_plan_rules_on_rows_with_known_answers():
   gmm, digits = _judged_rows(0.1), _judged_rows(0.1)
-  fam = frontier.family_points(gmm)
+  late = dict(next(r for r in gmm if r["method"] == "wd0.1"), step=8000, ft_steps=8000)
+  fam = frontier.family_points(gmm + [late])  # 8,000 is not a compared step
   assert [lab for lab, _ in fam["random"]] == ["random @h20m50 +8000"]  # the longest only
   assert [lab for lab, _ in fam["wd0.1"]] == ["wd0.1 step 2000", "wd0.1 step 4000"]
   v = frontier.verdicts({"gmm": gmm, "digits": digits})

@@ -186,7 +186,7 @@ def table(rows, picks, mkeys=MEMORIZATION, qkey=QUALITY):
 
 
 TRACKER_THRESHOLD = 0.5  # fixed in docs/results/PLAN.md before the judged runs
-CURVE_EVERY = 2000  # the steps at which the other curve families are compared
+CURVE_STEPS = (2000, 4000, 6000)  # where the other families are compared (PLAN.md)
 
 
 def tracker_key(rows):
@@ -197,8 +197,8 @@ def tracker_key(rows):
 
 def picks(rows):
   """The compared points, in the order PLAN.md names them: the two stopping rules,
-  every pruned family at each fine-tuning step, and each other curve family every
-  CURVE_EVERY steps. No choice here reads the test split."""
+  every pruned family at each fine-tuning step, and each other family at the
+  CURVE_STEPS it has (a longer run's later steps are drawn, not compared). No choice here reads the test split."""
   key = tracker_key(rows)
   out = [("val_stop (min select-split held-out loss)", val_stop(rows)),
          (f"tracker_stop ({key} >= {TRACKER_THRESHOLD})",
@@ -209,7 +209,7 @@ def picks(rows):
       for ft in sorted({r["ft_steps"] for r in mine}):
         out.append((f"{m} @{mine[0]['budget']} +{ft}", at_ft(rows, m, ft)))
     else:
-      for step in sorted({r["step"] for r in mine if r["step"] % CURVE_EVERY == 0}):
+      for step in sorted({r["step"] for r in mine if r["step"] in CURVE_STEPS}):
         out.append((f"{m} step {step}", at_step(rows, m, step)))
   return out
 
