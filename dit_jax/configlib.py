@@ -253,7 +253,7 @@ def base_config():
   c.prune.tolerance = 0.05  # capacity: allowed relative rise of the held-out loss
   # capacity: cuts tried, heads then MLP units (the capacity grid's widths 3/4 ... 1/8)
   c.prune.capacity_ratios = (0.25, 0.5, 0.75, 0.875)
-  c.prune.capacity_fit = "auto"  # capacity: gt | select | train | auto (gt if the density is known)
+  c.prune.capacity_fit = "auto"  # gt | train_gt | select | train | auto (gt: known density)
   c.prune.capacity_steps = 300  # capacity: fine-tuning steps per candidate
   c.prune.capacity_probe = 256  # capacity: probe points (select split, or density draws)
   return c

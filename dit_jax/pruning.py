@@ -166,23 +166,27 @@ def _generalizing_loss(rec, ref):
   return sum(rec["heldout_t"][b] for b in gen), sum(held[b] for b in gen), gen
 
 
-CAPACITY_FITS = ("auto", "gt", "select", "train")
+CAPACITY_FITS = ("auto", "gt", "train_gt", "select", "train")
+GT_FITS = ("gt", "train_gt")  # judged by the excess over the known density's true score
 
 
 def capacity_fit(pcfg, dataset):
   """The data capacity candidates are fine-tuned and judged on (config.prune.capacity_fit).
 
-  gt: the known density's true score, nothing read from any split; select: the
-  select split, one half to fine-tune and the other as the probe; train: the
-  training set to fine-tune (as the run itself does) and the select split as
-  the probe. auto: gt where the density is known, else select.
+  gt: the known density's true score, nothing read from any split; train_gt:
+  the training set to fine-tune (as the run itself does), judged by the excess
+  over the known density's true score (the width that generalizes best at this
+  n, not the one the true score needs); select: the select split, one half to
+  fine-tune and the other as the probe; train: the training set to fine-tune
+  and the select split as the probe. auto: gt where the density is known, else
+  select.
   """
   known = memorization.gmm_params(dataset.info) is not None
   if pcfg.capacity_fit == "auto":
     return "gt" if known else "select"
-  if pcfg.capacity_fit == "gt" and not known:
-    raise ConfigError("config.prune.capacity_fit='gt' needs a dataset with a known density "
-                      "(data.name='gmm'); use 'select' or 'auto'.")
+  if pcfg.capacity_fit in GT_FITS and not known:
+    raise ConfigError(f"config.prune.capacity_fit={pcfg.capacity_fit!r} needs a dataset with "
+                      "a known density (data.name='gmm'); use 'select', 'train' or 'auto'.")
   return pcfg.capacity_fit
 
 
@@ -213,6 +217,8 @@ def capacity_search(config, setup, state, dataset, mesh, step, scores):
             the candidate's excess over the true score's loss on a fixed probe
             drawn from the density, summed over all t-buckets (the tolerance is
             on the excess: the true score's own loss would swamp it);
+    train_gt  trained on the training set, judged by the same excess: the
+            width that generalizes at this n rather than the one the score needs;
     select  trained on half the select split, judged on the held-out loss of the
             other half; train: trained on the training set, judged on the select
             split. Both sum the buckets where the reference generalizes
@@ -225,7 +231,7 @@ def capacity_search(config, setup, state, dataset, mesh, step, scores):
   pcfg = config.prune
   fit = capacity_fit(pcfg, dataset)
   buckets = config.memo.buckets
-  if fit == "gt":
+  if fit in GT_FITS:
     gmm = memorization.gmm_params(dataset.info)
     shape = tuple(dataset.info["image_shape"])
     probe = memorization.GroundTruthProbe(setup.sched, gmm, shape, pcfg.capacity_probe,
@@ -241,9 +247,13 @@ def capacity_search(config, setup, state, dataset, mesh, step, scores):
     rec = {"ratio": ratios[0], "mlp_ratio": ratios[1], "fit": fit,
            "num_params": dit.num_params(cand_setup.arch),
            "heads": list(cand_setup.arch.heads), "mlp": list(cand_setup.arch.mlp)}
-    if fit == "gt":
-      tuned = train_step.run_distill_steps(cand_setup, config, mesh, cand_state,
-                                           pcfg.capacity_steps, draw, probe.gt_eps)
+    if fit in GT_FITS:
+      if fit == "gt":
+        tuned = train_step.run_distill_steps(cand_setup, config, mesh, cand_state,
+                                             pcfg.capacity_steps, draw, probe.gt_eps)
+      else:
+        tuned = train_step.run_steps(cand_setup, config, mesh, cand_state, dataset, step,
+                                     pcfg.capacity_steps)
       ex = np.asarray(jax.jit(lambda p: probe.excess(
           state_lib.make_eps_fn(cand_setup, p)))(tuned["params"]))
       rec.update(gt_excess_t=ex.tolist(), gt_loss_t=gt_loss.tolist(),
@@ -262,7 +272,7 @@ def capacity_search(config, setup, state, dataset, mesh, step, scores):
   ref = path[0]
 
   def over_reference(rec):
-    if fit == "gt":  # the probe's loss, the true score's plus the excess, over the reference's
+    if fit in GT_FITS:  # the probe's loss, the true score's plus the excess, over the reference's
       return rec["heldout_loss"] / max(ref["heldout_loss"], 1e-12)
     cand, base, rec["buckets"] = _generalizing_loss(rec, (ref["heldout_t"], ref["train_t"]))
     return cand / max(base, 1e-12)
@@ -280,7 +290,7 @@ def capacity_search(config, setup, state, dataset, mesh, step, scores):
       rec = measure(tuple(ratios), state_lib.make_setup(config, arch), cand)
       rec["axis"] = ("heads", "mlp")[axis]
       rec["loss_over_reference"] = float(over_reference(rec))
-      if fit == "gt":
+      if fit in GT_FITS:
         # the probe loss is the true score's irreducible loss plus the excess, and the
         # first is ~80x the second on gmm: the tolerance applies to the excess alone
         rec["excess_over_reference"] = rec["gt_excess"] / max(ref["gt_excess"], 1e-12)

@@ -341,6 +341,38 @@ def test_capacity_search_on_a_known_density_cuts_dead_units_and_nothing_the_scor
     assert p["within_tolerance"] == (p["excess_over_reference"] <= 1.05)
 
 
+def test_capacity_fit_train_gt_fine_tunes_on_the_training_set_and_reads_the_excess():
+  """train_gt: candidates train on the run's own images (the width that generalizes at
+  this n), judged like gt by the excess over the true score on fresh draws."""
+  import types
+  from dit_jax import memorization, sharding
+  rng = np.random.default_rng(3)
+  info = {"image_shape": [8, 8, 1], "gmm": {"means": (2.0 * rng.normal(size=(2, 64))).tolist(),
+                                            "cov_diag": [1.0] * 64, "weights": [0.5, 0.5]}}
+  gmm = memorization.gmm_params(info)
+  train_x = np.asarray(memorization.gmm_draws(jax.random.PRNGKey(1), 8, gmm, (8, 8, 1)))
+  dataset = types.SimpleNamespace(info=info, train_x=train_x, train_y=None)
+  config, setup, state = setup_and_state(heads=(2, 2), mlp=(32, 32))
+  config.train.batch_size = 8
+  config.memo.buckets = 4
+  config.prune.update(capacity_fit="train_gt", capacity_steps=3, capacity_probe=32,
+                      capacity_ratios=(0.5,), tolerance=100.0)
+  mesh = sharding.make_mesh()
+  scores = ([[1.0, 0.0]] * 2, [[1.0] * 16 + [0.0] * 16] * 2)
+  ratios, path = pruning.capacity_search(config, setup, state, dataset, mesh, 7, scores)
+  assert ratios == (0.5, 0.5) and [p["fit"] for p in path] == ["train_gt"] * 3
+  # the reference's reading is the excess after 3 steps on the training images from step 7
+  probe = memorization.GroundTruthProbe(setup.sched, gmm, (8, 8, 1), 32, 4,
+                                        config.diffusion.weighting, config.seed)
+  tuned = train_step.run_steps(setup, config, mesh, state, dataset, 7, 3)
+  excess = np.asarray(probe.excess(state_lib.make_eps_fn(setup, tuned["params"]))).mean()
+  assert path[0]["gt_excess"] == pytest.approx(float(excess), rel=1e-5)
+  untuned = np.asarray(probe.excess(state_lib.make_eps_fn(setup, state["params"]))).mean()
+  assert abs(path[0]["gt_excess"] - untuned) > 1e-4 * untuned  # the steps did run
+  with pytest.raises(configlib.ConfigError, match="capacity_fit='train_gt'"):
+    pruning.capacity_fit(config.prune, types.SimpleNamespace(info={"name": "digits"}))
+
+
 def test_ground_truth_probe_measures_the_excess_over_the_true_score():
   from dit_jax import memorization
   config, setup, _ = setup_and_state()

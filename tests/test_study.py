@@ -235,3 +235,34 @@ def test_widths_above_the_full_model_bracket_w_star_or_say_they_do_not():
   assert "not bracketed" in " ".join(document._above_full(falling, 100, key, stars))
   assert document._above_full({(100, 1): {key: 1.0}, (100, 0.5): {key: 2.0}}, 100, key,
                               {0.05: 1}) == []  # no wider cells: nothing to say
+
+
+def test_capacity_at_one_n_is_judged_against_each_seeds_own_best_width(tmp_path):
+  """Seed 1's grid is lowest at 0.25, the others' at 0.5; the search keeps half of the
+  units everywhere: within one grid step of every target, and its excess at +2000 is
+  below the control's."""
+  grid = []
+  for seed in range(3):
+    best = 0.25 if seed == 1 else 0.5
+    for w in (1.0, 0.75, 0.5, 0.25, 0.125):
+      grid.append({"name": f"n512-w{w:g}-s{seed}", "method": f"w{w:g}", "budget": "n512",
+                   "seed": seed, "step": 6000, "ft_steps": 6000, "mem_ratio": 0.0,
+                   capacity.EXCESS: 0.01 * (1 + abs(w - best))})
+  assert capacity.best_width_per_seed(grid, 512) == {0: 0.5, 1: 0.25, 2: 0.5}
+  _write(tmp_path, "g", grid)
+  _write(tmp_path, "g", grid, sweepdir.COLUMNS, "sweep.csv")
+  steps, points = _search_rows()
+  steps = [dict(r, ft_steps=2000, **{capacity.EXCESS: 0.012 if r["method"] == "original"
+                                     else 0.0101 + 0.0001 * r["seed"]}) for r in steps]
+  _write(tmp_path, "s", steps)
+  _write(tmp_path, "s", [dict(p, ft_steps=2000) for p in points], sweepdir.COLUMNS, "sweep.csv")
+  for text, _ in _results_documents(tmp_path, (
+      "c.ours, c.budget, c.fts, c.tables, c.studies = 'ours', 'cap', (500,), (), {}",
+      "c.explore = dict(workdirs=(), earlier=(), commands=(), title='Ideas')",
+      "c.capacity_at_n = {'cap512': dict(grid=('g',), search=('s',), n=512, fts=(2000,), "
+      "commands=('cmd',), title='At n=512', notes='fake')}")):
+    section = text[text.index("## At n=512"):]
+    assert "seed 0: 0.5, seed 1: 0.25, seed 2: 0.5" in section
+    assert "| 1 | 0.25 | 2+2 | 256+256 | 0.500 | 0.500 | 1 / 1 |" in section
+    assert "3 of 3 seeds within one grid step of their target" in section
+    assert "chosen model minus the control: -0.0018" in section and "**Target met**." in section

@@ -17,7 +17,8 @@ evals (fine-tuning steps to evaluate at), base_evals, num (samples per evaluatio
 budgets, methods, scratch (budgets that get a from-scratch row), short (budgets
 whose points fine-tune only short_ft steps), ema_restart (0 keeps the sliced EMA's
 decay), control (0 leaves out the unpruned control: for adding methods to seeds whose
-control already ran elsewhere).
+control already ran elsewhere), capacity_fit (the capacity search's data: auto, gt,
+train_gt, select, train).
 """
 from dit_jax import configlib
 
@@ -44,7 +45,7 @@ def _arg(arg):
       arg, data="digits", n=32, seeds=5, seed0=0, at=4000, ft=2000, evals="250+500+1000+2000",
       base_evals="1000+2000+3000+4000", num=1000, budgets="h20+h20m50+cap",
       methods="random+magnitude+head_grad+contrast", scratch="h20m50", short="",
-      short_ft=500, ema_restart=1, control=1)
+      short_ft=500, ema_restart=1, control=1, capacity_fit="auto")
 
 
 def _ints(text):
@@ -67,6 +68,7 @@ def get_config(arg=None):
   # control inside each point (on in configs/default.py) would double every point's cost
   config.prune.control = False
   config.prune.ema_restart = bool(a.ema_restart)
+  config.prune.capacity_fit = a.capacity_fit
   config.eval.at_end = True  # every point ends with its eval.json
   return config
 

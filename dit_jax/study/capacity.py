@@ -8,6 +8,7 @@ import math
 
 import matplotlib
 import numpy as np
+from scipy import stats as scipy_stats
 
 from dit_jax import report
 from dit_jax.study import compare
@@ -123,20 +124,41 @@ def nearest_width(fraction, widths):
   return min(sorted(widths, reverse=True), key=lambda w: abs(w - fraction))
 
 
+def best_width_per_seed(rows, n, key=EXCESS):
+  """{seed: the grid width whose `key` is lowest at n}, each cell read at its last
+  evaluated step: the width that generalizes best from that seed's n images."""
+  last = {}
+  for r in rows:
+    b, m = str(r["budget"]), str(r["method"])
+    if b != f"n{n}" or not m.startswith("w") or r.get(key) is None:
+      continue
+    cell = (r["seed"], float(m[1:]))
+    if cell not in last or r["step"] > last[cell]["step"]:
+      last[cell] = r
+  best = {}
+  for (seed, w), r in sorted(last.items()):
+    if seed not in best or r[key] < last[(seed, best[seed])][key]:
+      best[seed] = w
+  return best
+
+
 def search_lines(points, widths, target):
   """Per capacity point: the kept fraction of heads and of MLP units, the grid width each
-  is nearest, and how many grid steps that is from `target` (W*)."""
+  is nearest, and how many grid steps that is from `target` (W*, or {seed: width})."""
   order = sorted(widths, reverse=True)
   units = lambda r, k: [int(v) for v in str(r[k]).split("+")]
   full = {p["seed"]: p for p in points if p["method"] == compare.CONTROL}
   out = []
   for r in sorted((p for p in points if p["method"] == "capacity"), key=lambda p: p["seed"]):
+    goal = target.get(r["seed"]) if isinstance(target, dict) else target
+    if goal is None:
+      continue
     heads, mlp = units(r, "heads"), units(r, "mlp")
     kh = sum(heads) / sum(units(full[r["seed"]], "heads"))
     km = sum(mlp) / sum(units(full[r["seed"]], "mlp"))
-    steps = [abs(order.index(nearest_width(k, order)) - order.index(target)) for k in (kh, km)]
+    steps = [abs(order.index(nearest_width(k, order)) - order.index(goal)) for k in (kh, km)]
     out.append(dict(seed=r["seed"], heads=heads, mlp=mlp, kept_heads=kh, kept_mlp=km,
-                    steps_heads=steps[0], steps_mlp=steps[1]))
+                    target=goal, steps_heads=steps[0], steps_mlp=steps[1]))
   return out
 
 
@@ -175,5 +197,35 @@ def verdict(rows, found, ft, budget="cap", quality=("nll", "fd", "precision"), s
     if not (math.isfinite(c_half) and abs(rec[judge][0] - c_mean) <= c_half):
       misses.append(f"{judge} {rec[judge][0]:.3g} outside the control's "
                     f"{stats.fmt_interval(c_mean, c_half)}")
+  out.append("**Target met**." if not misses else "**Target not met**: " + "; ".join(misses) + ".")
+  return out
+
+
+def judge_at_n(rows, found, ft, key=EXCESS, budget="cap"):
+  """The search against each seed's own best width at its n, in sentences: how many
+  seeds land within one grid step on both axes (exact binomial interval), and the
+  chosen model's `key` minus the unpruned control's at +ft (paired over seeds).
+  Met: every seed within one step, and the difference not above zero."""
+  near = sum(1 for f in found if max(f["steps_heads"], f["steps_mlp"]) <= 1)
+  out, misses = [], []
+  if found:
+    ci = scipy_stats.binomtest(near, len(found)).proportion_ci(0.95, method="exact")
+    out.append(f"- width: {near} of {len(found)} seeds within one grid step of their "
+               f"target on both axes (95% interval of the proportion [{ci.low:.2f}, "
+               f"{ci.high:.2f}]).")
+    if near < len(found):
+      misses.append(f"{len(found) - near} seed(s) more than one grid step away")
+  else:
+    misses.append("no capacity points")
+  recs = {(r["budget"], r["method"]): r for r in compare.comparisons(rows, ft, (key,))}
+  diff = recs.get((budget, "capacity"), {}).get(f"{key}-control")
+  if diff is None:
+    misses.append(f"no {key} of the chosen model and the control at +{ft}")
+  else:
+    mean, half, n = diff
+    out.append(f"- {key} at +{ft}, chosen model minus the control: "
+               f"{stats.fmt_interval(mean, half)} ({stats.verdict(mean, half)}, {n} seeds).")
+    if not (math.isfinite(half) and mean - half <= 0):
+      misses.append(f"{key} above the control's, or no interval")
   out.append("**Target met**." if not misses else "**Target not met**: " + "; ".join(misses) + ".")
   return out

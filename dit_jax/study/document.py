@@ -199,6 +199,35 @@ def _search(spec, name, cap, widths, stars, star):
   return out + [""]
 
 
+def _capacity_at_n(spec, name, c):
+  """The capacity search at one n against each seed's own best width there (the grid's
+  lowest held-out excess, or c["key"]), and the chosen model against the control."""
+  grid = _rows(spec, f"{name}_grid", c["grid"])
+  if not spec.from_csv:
+    _points(spec, f"{name}_grid", c["grid"])
+  key = c.get("key", capacity.EXCESS)
+  cells = capacity.grid_cells(grid)
+  targets = capacity.best_width_per_seed(grid, c["n"], key)
+  steps = _rows(spec, f"{name}_search", c["search"])
+  found = capacity.search_lines(_points(spec, f"{name}_search", c["search"]),
+                                sorted({w for _, w in cells}), targets)
+  body = [[f["seed"], f"{f['target']:g}", "+".join(map(str, f["heads"])),
+           "+".join(map(str, f["mlp"])), f"{f['kept_heads']:.3f}", f"{f['kept_mlp']:.3f}",
+           f"{f['steps_heads']} / {f['steps_mlp']}"] for f in found]
+  out = [f"## {c['title']}", ""] + _made_by(c["commands"]) + [c["notes"], "",
+         f"### {key} by n and width (means over seeds {sorted(targets)})", "",
+         capacity.grid_table(cells, key, 3), "",
+         "Each seed's target is its own lowest cell at n = " + f"{c['n']}: " +
+         ", ".join(f"seed {s}: {w:g}" for s, w in targets.items()) + ".", "",
+         compare.markdown(["seed", "target", "heads kept", "MLP units kept", "kept heads",
+                           "kept MLP", "grid steps (heads / MLP)"], body), ""]
+  for ft in c["fts"]:
+    out += [f"### The chosen width against the control and `random`, +{ft}", "",
+            compare.table(steps, ft, METRICS + (key,)), "", f"Verdict at +{ft}:", ""]
+    out += capacity.judge_at_n(steps, found, ft, key) + [""]
+  return out
+
+
 def _explore(spec):
   ex = spec.explore
   rows = _rows(spec, "explore", ex["workdirs"])
@@ -279,6 +308,8 @@ def write(spec, spec_path):
     lines += _study(spec, name, study)
   for name, cap in (spec.get("capacity") or {}).items():
     lines += _capacity(spec, name, cap)
+  for name, cap in (spec.get("capacity_at_n") or {}).items():
+    lines += _capacity_at_n(spec, name, cap)
   judged = {}
   for name, fr in (spec.get("frontier") or {}).items():
     lines += _frontier(spec, name, fr, judged)
