@@ -121,3 +121,28 @@ def test_points_that_differ_only_in_seed_train_together(tmp_path, data_dir, monk
   assert len(groups) == 2 and len(again) == 4  # finished points are read, not rerun
   with pytest.raises(sweep.ConfigError, match="seed_parallel"):
     sweep.run_sweep(spec, w, {"data.data_dir": data_dir}, seed_parallel="yes")
+
+
+def test_sweep_status_reads_progress_without_running_anything(tmp_path):
+  spec = os.path.join(ROOT, "configs", "sweeps", "frontier.py") + ":runlocal,methods=random"
+  w = tmp_path / "sweep"
+  names = [p["name"] for p in sweep.status(spec, str(w))]
+  assert names == ["early_stop-s0", "random@h20m50-s0", "wd1-s0", "w0.5-s0"]
+  assert {p["state"] for p in sweep.status(spec, str(w))} == {"waiting"}
+  os.makedirs(w / "early_stop-s0" / "checkpoints" / "10")
+  os.makedirs(w / "random@h20m50-s0" / "checkpoints" / "10")
+  (w / "early_stop-s0" / "eval.json").write_text(json.dumps({"step": 20}))  # its last step
+  (w / "random@h20m50-s0" / "eval.json").write_text(json.dumps({"step": 15}))  # not its end
+  got = {p["name"]: (p["state"], p["step"], p["steps"]) for p in sweep.status(spec, str(w))}
+  assert got["early_stop-s0"][0] == "done"
+  assert got["random@h20m50-s0"] == ("started", 10, 20)
+  assert got["wd1-s0"] == ("waiting", 0, 20)
+  assert not os.path.exists(w / "sweep.csv")  # nothing written
+  import subprocess
+  import sys
+  out = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "sweep.py"),
+                        "--config", spec, "--workdir", str(w), "--status"],
+                       capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "started  random@h20m50-s0 step 10 of 20" in out.stdout
+  assert out.stdout.strip().endswith("1 of 4 points done")

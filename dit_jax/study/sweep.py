@@ -135,6 +135,25 @@ def _seed_group(base, points, i, workdir):
   return group
 
 
+def status(config_path, workdir):
+  """Where each point of a sweep stands, read from its workdir without running or
+  reading any metric: [dict(name, state, step, steps)], state "done", "started"
+  (its newest checkpoint is `step` of `steps`) or "waiting"."""
+  path, _, arg = config_path.partition(":")
+  module = configlib.load_config_file(path)
+  base, points = module.get_config(arg or None), module.get_sweep(arg or None)
+  out = []
+  for point in points:
+    pdir = os.path.join(workdir, point["name"])
+    config = point_config(base, point, workdir)
+    ckpts = os.path.join(pdir, "checkpoints")
+    steps = [int(d) for d in os.listdir(ckpts) if d.isdigit()] if os.path.isdir(ckpts) else []
+    state = ("done" if _is_done(pdir, config) else "started" if steps else "waiting")
+    out.append(dict(name=point["name"], state=state, step=max(steps, default=0),
+                    steps=int(config.train.steps)))
+  return out
+
+
 def run_sweep(config_path, workdir, overrides=None, seed_parallel="auto"):
   """Runs every point of `path.py[:arg]`; finished points are read, not rerun.
 
