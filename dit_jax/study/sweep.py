@@ -146,7 +146,7 @@ def status(config_path, workdir):
   for point in points:
     pdir = os.path.join(workdir, point["name"])
     config = point_config(base, point, workdir)
-    ckpts = os.path.join(pdir, "checkpoints")
+    ckpts = workdir_lib.path(pdir, workdir_lib.CHECKPOINTS)
     steps = [int(d) for d in os.listdir(ckpts) if d.isdigit()] if os.path.isdir(ckpts) else []
     state = ("done" if _is_done(pdir, config) else "started" if steps else "waiting")
     out.append(dict(name=point["name"], state=state, step=max(steps, default=0),
