@@ -3,7 +3,8 @@
   python bench/throughput/likelihood_solvers.py --workdir runs/explore_gmm/early_stop-s100 --steps 2000+6000
   python bench/throughput/likelihood_solvers.py --workdir W --steps 4000 --heun 8+16+32 --num 500
 For each checkpoint step: the run's own setting (config.eval: tsit5 at rtol 1e-3 unless
-changed) and Heun with a fixed number of steps, each timed on its second call (the
+changed), Heun with a fixed number of steps, and tsit5 at tighter tolerances (is the
+default converged?), each timed on its second call (the
 first compiles), on the same points and the same Rademacher probes. Prints one JSON
 object per line: the setting, seconds, test_nll and nll_gap, and their differences
 from the adaptive reference next to the reference's standard errors (a fixed-step
@@ -32,7 +33,9 @@ def main():
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--workdir", required=True, help="a trained run's workdir")
   ap.add_argument("--steps", required=True, help="checkpoint steps, joined by +")
-  ap.add_argument("--heun", default="8+16+32", help="Heun step counts, joined by +")
+  ap.add_argument("--heun", default="8+16+32", help="Heun step counts, joined by + (or empty)")
+  ap.add_argument("--rtol", default="1e-4", help="tighter tsit5 tolerances, joined by + "
+                  "(is the default converged?)")
   ap.add_argument("--num", type=int, default=500, help="points of each split")
   args = ap.parse_args()
   mesh = sharding.make_mesh()
@@ -43,7 +46,9 @@ def main():
     ref, ref_s = timed(config, setup, state["ema"], dataset)
     settings = [("reference", {})] + [
         (f"heun-{k}", {"eval.nll_solver": "heun", "eval.nll_steps": int(k)})
-        for k in args.heun.split("+")]
+        for k in args.heun.split("+") if k] + [
+        (f"tsit5-{r}", {"eval.nll_solver": "tsit5", "eval.nll_steps": 0,
+                        "eval.nll_rtol": float(r)}) for r in args.rtol.split("+") if r]
     for name, over in settings:
       if over:
         out, sec = timed(configlib.with_overrides(config, over), setup, state["ema"], dataset)
