@@ -146,3 +146,8 @@ def test_sweep_status_reads_progress_without_running_anything(tmp_path):
   assert out.returncode == 0, out.stderr[-2000:]
   assert "started  random@h20m50-s0 step 10 of 20" in out.stdout
   assert out.stdout.strip().endswith("1 of 4 points done")
+  # a point that needs an earlier point's result (random at the capacity search's cut)
+  # waits, with no step count, until that point has run
+  cap = os.path.join(ROOT, "configs", "sweeps", "prune_ratio.py") + ":runlocal,budgets=cap"
+  got = {p["name"]: p for p in sweep.status(cap, str(tmp_path / "cap"))}
+  assert got["random@cap-s0"]["state"] == "waiting" and got["random@cap-s0"]["steps"] is None

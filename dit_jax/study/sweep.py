@@ -138,14 +138,19 @@ def _seed_group(base, points, i, workdir):
 def status(config_path, workdir):
   """Where each point of a sweep stands, read from its workdir without running or
   reading any metric: [dict(name, state, step, steps)], state "done", "started"
-  (its newest checkpoint is `step` of `steps`) or "waiting"."""
+  (its newest checkpoint is `step` of `steps`) or "waiting" (`steps` None while the
+  point needs a result of an earlier one)."""
   path, _, arg = config_path.partition(":")
   module = configlib.load_config_file(path)
   base, points = module.get_config(arg or None), module.get_sweep(arg or None)
   out = []
   for point in points:
     pdir = os.path.join(workdir, point["name"])
-    config = point_config(base, point, workdir)
+    try:
+      config = point_config(base, point, workdir)
+    except ConfigError:  # it needs a result of an earlier point that has not run
+      out.append(dict(name=point["name"], state="waiting", step=0, steps=None))
+      continue
     ckpts = workdir_lib.path(pdir, workdir_lib.CHECKPOINTS)
     steps = [int(d) for d in os.listdir(ckpts) if d.isdigit()] if os.path.isdir(ckpts) else []
     state = ("done" if _is_done(pdir, config) else "started" if steps else "waiting")
