@@ -57,6 +57,12 @@ def load_config_file(path, arg=None):
   return module
 
 
+def load_spec(text):
+  """(path, get_config(arg)) of `path.py[:arg]`, the form every --config flag takes."""
+  path, _, arg = text.partition(":")
+  return path, load_config_file(path).get_config(arg or None)
+
+
 def read_json_config(file, fix="restore it, or use a new workdir."):
   """A config.json (a workdir's resolved config) on top of the base config: a field
   added since it was written takes its default, one removed since is ignored. A torn

@@ -17,8 +17,7 @@ def main(argv):
   del argv
   cli.setup()
   with cli.friendly_errors():
-    path, _, arg = FLAGS.config.partition(":")
-    spec = configlib.load_config_file(path).get_config(arg or None)
+    path, spec = configlib.load_spec(FLAGS.config)
     target = document.write(spec, path)
   print(f"wrote {target} and {spec.out}/results/")
 

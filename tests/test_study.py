@@ -93,9 +93,8 @@ def _write(tmp_path, name, rows, columns=sweepdir.STEP_COLUMNS, file="sweep_step
   sweepdir.write_csv(rows, str(tmp_path / name / file), columns)
 
 
-def _results_documents(tmp_path, spec_lines):
-  """RESULTS.md as scripts/results.py writes it from the workdirs under tmp_path, then
-  as it rebuilds it from the csv copies; spec_lines: get_config's body after `c` and `a`."""
+def write_spec(tmp_path, spec_lines):
+  """A study spec, tmp_path/spec.py; spec_lines: get_config's body after `c` and `a`."""
   spec = tmp_path / "spec.py"
   spec.write_text(
       "from dit_jax import configlib\n"
@@ -105,6 +104,13 @@ def _results_documents(tmp_path, spec_lines):
       "  c.from_csv, c.machine, c.code = a.from_csv, 'a test', 'this'\n"
       "  c.root, c.out = a.root, a.out\n"
       + "".join(f"  {line}\n" for line in spec_lines) + "  return c\n")
+  return spec
+
+
+def _results_documents(tmp_path, spec_lines):
+  """RESULTS.md as scripts/results.py writes it from the workdirs under tmp_path, then
+  as it rebuilds it from the csv copies; spec_lines: get_config's body after `c` and `a`."""
+  spec = write_spec(tmp_path, spec_lines)
   out = tmp_path / "docs"
   for arg in (f"root={tmp_path},out={out}", f"from_csv,out={out}"):
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "results.py"),

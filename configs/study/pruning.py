@@ -2,6 +2,11 @@
 
   python scripts/results.py --config configs/study/pruning.py:root=runs
   python scripts/results.py --config configs/study/pruning.py:from_csv
+  python scripts/run_study.py --config configs/study/pruning.py:root=runs --jobs 2
+
+The last runs the planned sections' sweeps (docs/results/PLAN.md): until all of a
+section's points have finished, RESULTS.md lists it with its commands and reads none
+of its rows.
 
 `root` is where the sweeps' workdirs are; `from_csv` rebuilds everything from the
 merged csv files the first form copied into docs/results/ (no workdirs needed).
@@ -22,6 +27,35 @@ _SWEEP = "python scripts/sweep.py --config configs/sweeps/prune_ratio.py:"
 _DIGITS2 = ("data=digits,at=8000,ft=2000,evals=0+250+500+1000+2000,budgets=h20m50,short=,"
             "scratch=,methods=random+select_taylor+head_grad+contrast")
 _BASE_EVALS = "base_evals=1000+2000+3000+4000+5000+6000+7000"
+
+
+def _planned(sweeps, **entry):
+  """A section whose sweeps docs/results/PLAN.md fixed before they ran: `sweeps` are
+  (config, workdir) pairs, in the order scripts/run_study.py runs them. Until every
+  point of them has finished, RESULTS.md lists the section as planned, reading none
+  of its rows."""
+  return dict(entry, sweeps=sweeps, workdirs=tuple(w for _, w in sweeps), commands=tuple(
+      f"python scripts/sweep.py --config {c} --workdir {w}" for c, w in sweeps))
+
+
+def _planned_frontier():
+  """The judged frontier sweeps (seeds 10-14) and gmm at n=256 (shown, not judged)."""
+  sweep = "configs/sweeps/frontier.py:"
+  notes = ("Every family from the same seed's training subset, 5 judged seeds; "
+           "dominance read as in docs/results/PLAN.md, matched on test_nll and on sample "
+           "quality.")
+  return {
+      "gmm32": _planned(((f"{sweep}data=gmm,n=32,seed0=10,seeds=5", "frontier_gmm32"),),
+                        judged="gmm32", notes=notes,
+                        title="Against early stopping: gmm, n=32 (seeds 10-14, judged)"),
+      "digits": _planned(
+          ((f"{sweep}data=digits,n=32,seed0=10,seeds=5,steps=8000,at=5000",
+            "frontier_digits"),), judged="digits", notes=notes,
+          title="Against early stopping: digits, n=32 (seeds 10-14, judged)"),
+      "gmm256": _planned(((f"{sweep}data=gmm,n=256,seed0=10,seeds=5", "frontier_gmm256"),),
+                         notes=notes + " Shown, not part of the verdict.",
+                         title="Against early stopping: gmm, n=256 (seeds 10-14)"),
+  }
 
 
 def get_config(arg=None):
@@ -165,6 +199,31 @@ def get_config(arg=None):
              "shared the machine: no interval, and nothing here is a verdict. It shaped "
              "docs/results/PLAN.md (matching on sample quality as well as on test_nll); "
              "the judged seeds 10-14 follow that plan."))}
+  c.frontier.update(_planned_frontier())
+  c.headroom = {"gmm256": _planned(
+      (("configs/sweeps/headroom.py", "headroom_gmm256"),),
+      title="Headroom for unit choice (gmm, n=256, seeds 10-12)",
+      notes=("From each seed's step-4,000 checkpoint: 32 random masks at h20m50, each "
+             "fine-tuned 1,000 steps with the same noise, and 8 reruns of mask 0 with other "
+             "fine-tuning noise; var(masks) / var(reruns) pooled within seeds, with its "
+             "F-distribution 95% interval."))}
+  cap512 = _planned(
+      (("configs/sweeps/capacity_grid.py:data=gmm,ns=512,seeds=3,seed0=10,nll=0",
+        "cap512_grid"),
+       ("configs/sweeps/prune_ratio.py:data=gmm,n=512,seed0=10,seeds=3,at=6000,base_evals=,"
+        "ft=2000,evals=2000,budgets=cap,methods=random,scratch=,capacity_fit=train_gt",
+        "cap512_search")),
+      title="Capacity where it can matter (gmm, n=512, seeds 10-12)",
+      notes=("Each seed's target is its grid width with the lowest held-out excess at "
+             "n=512 (6,000 steps from scratch); the search (capacity_fit=train_gt: "
+             "candidates fine-tuned 300 steps on the training images, judged by their "
+             "excess) starts from the seed's full-width run at 6,000 steps, then 2,000 "
+             "fine-tuning steps beside the control and `random` at the same cut."))
+  c.capacity_at_n = {"cap512": dict(cap512, grid=("cap512_grid",), search=("cap512_search",),
+                                    n=512, fts=(2000,))}
+  # scripts/run_study.py's order: the sweeps the verdict rests on first
+  c.plan_order = ("frontier_gmm32", "frontier_digits", "headroom_gmm256", "cap512_grid",
+                  "cap512_search", "frontier_gmm256")
   c.capacity_tols = (0.05, 0.1, 0.25)  # tolerances W* is printed at
   c.capacity_tol = 0.05  # the one the search is judged against
   c.machine = ("the 2-core, 24 GiB CPU VM of the project (no GPU), jax 0.10.2 on CPU; "

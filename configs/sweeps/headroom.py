@@ -27,6 +27,8 @@ def _arg(arg):
 
 def get_config(arg=None):
   a = _arg(arg)
+  if a.budget not in BUDGETS:
+    raise ValueError(f"headroom budget {a.budget!r} unknown; use one of {sorted(BUDGETS)}.")
   config = configlib.sweep_base(__file__, a.data, "runlocal" if a.runlocal else f"n={a.n}")
   config.prune.control, config.prune.eval_before = False, False
   config.prune.method = "random"

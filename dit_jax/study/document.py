@@ -13,6 +13,7 @@ from dit_jax.study import capacity
 from dit_jax.study import compare
 from dit_jax.study import frontier
 from dit_jax.study import headroom
+from dit_jax.study import plan
 from dit_jax.study import sweepdir
 from dit_jax.study import tracker
 
@@ -228,6 +229,32 @@ def _capacity_at_n(spec, name, c):
   return out
 
 
+def _pending(spec, entry, names):
+  """Whether a planned entry (one with `sweeps`) has not finished: from workdirs, some
+  point of its sweeps is not done (read from checkpoints and eval.json's step, no
+  metric); from csv, its copies NAME_steps.csv are not there."""
+  if not entry.get("sweeps"):
+    return False
+  if spec.from_csv:
+    return not all(os.path.exists(_csv(spec, n, "steps")) for n in names)
+  return not plan.finished(spec, entry)
+
+
+def _planned(spec_path, entries):
+  """The planned sections whose sweeps have not all finished: what will run, no rows."""
+  if not entries:
+    return []
+  out = ["## Planned, not yet run", "",
+         "Fixed in docs/results/PLAN.md before their runs. Until every point of a section "
+         "has finished, none of its rows is read here. One resumable command runs them all "
+         f"(`--status`: progress only): `python scripts/run_study.py --config "
+         f"{spec_path}:root=ROOT --jobs 2`.", ""]
+  for entry in entries:
+    out += [f"### {entry['title']}", "", entry["notes"], "", "```"] + list(
+        entry["commands"]) + ["```", ""]
+  return out
+
+
 def _explore(spec):
   ex = spec.explore
   rows = _rows(spec, "explore", ex["workdirs"])
@@ -266,8 +293,14 @@ def _headroom(spec, name, h, masks):
            "", headroom.summarize(rows), ""])
 
 
-def _verdict(judged, masks):
-  """The plan's verdict, computed from the judged sweeps' rows (and the headroom's)."""
+def _verdict(judged, masks, waiting):
+  """The plan's verdict, computed from the judged sweeps' rows (and the headroom's),
+  once none of them is `waiting` (planned sections not finished)."""
+  if waiting:
+    return ["## Verdict: is anything better than stopping earlier?", "",
+            "Not computed yet: the planned sweeps of " + ", ".join(waiting) + " have not "
+            "finished. The rules that will decide it are fixed in docs/results/PLAN.md and "
+            "applied by `dit_jax.study.frontier.verdicts`.", ""]
   v = frontier.verdicts(judged)
   winners = [f for f, (verdict, _) in v.items() if verdict == "beats"]
   room = [f"Headroom ({name}): " + "; ".join(
@@ -308,16 +341,28 @@ def write(spec, spec_path):
     lines += _study(spec, name, study)
   for name, cap in (spec.get("capacity") or {}).items():
     lines += _capacity(spec, name, cap)
+  planned = []  # sections whose sweeps have not finished
   for name, cap in (spec.get("capacity_at_n") or {}).items():
-    lines += _capacity_at_n(spec, name, cap)
-  judged = {}
+    if _pending(spec, cap, (f"{name}_grid", f"{name}_search")):
+      planned.append(cap)
+    else:
+      lines += _capacity_at_n(spec, name, cap)
+  judged, masks, waiting = {}, {}, []
   for name, fr in (spec.get("frontier") or {}).items():
-    lines += _frontier(spec, name, fr, judged)
-  masks = {}
+    if _pending(spec, fr, (f"frontier_{name}",)):
+      planned.append(fr)
+      waiting += [f"frontier {name}"] if fr.get("judged") else []
+    else:
+      lines += _frontier(spec, name, fr, judged)
   for name, h in (spec.get("headroom") or {}).items():
-    lines += _headroom(spec, name, h, masks)
-  if judged:
-    lines += _verdict(judged, masks)
+    if _pending(spec, h, (f"headroom_{name}",)):
+      planned.append(h)
+      waiting.append(f"headroom {name}")
+    else:
+      lines += _headroom(spec, name, h, masks)
+  lines += _planned(spec_path, planned)
+  if judged or waiting:
+    lines += _verdict(judged, masks, waiting)
   lines += _explore(spec)
   target = os.path.join(spec.out, "RESULTS.md")
   workdir_lib.atomic_write(target, "\n".join(lines))
