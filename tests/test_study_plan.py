@@ -1,6 +1,7 @@
 """Planned sweeps (docs/results/PLAN.md): scripts/run_study.py runs them, and RESULTS.md
 reads none of their rows until every point of them has finished."""
 import os
+import re
 import subprocess
 import sys
 
@@ -16,8 +17,10 @@ FRONTIER = "configs/sweeps/frontier.py:runlocal,methods=random,decays=,widths="
 
 
 def _spec(tmp_path, headroom="configs/sweeps/headroom.py:runlocal"):
-  """A study spec with a judged frontier and a headroom section, both planned."""
+  """A study spec with a judged frontier and a headroom section, both planned; finished
+  sweeps are kept in tmp_path/kept."""
   return str(write_spec(tmp_path, (
+      f"c.keep = {str(tmp_path / 'kept')!r}",
       "c.ours, c.budget, c.fts, c.tables, c.studies = 'ours', 'h20m50', (500,), (), {}",
       "c.explore = dict(workdirs=(), earlier=(), commands=(), title='Ideas')",
       f"c.frontier = {{'tiny': dict(sweeps=(({FRONTIER!r}, 'fr'),), workdirs=('fr',), "
@@ -85,6 +88,8 @@ def test_run_study_finishes_what_it_can_and_results_read_only_finished_sections(
   assert "hr: exited with status" in proc.stdout and "fr: finished" in proc.stdout
   assert "use another --workdir" in (root / "hr.log").read_text()  # the sweep's own error
   assert (root / "hr").read_text() == "a user's file"
+  assert (tmp_path / "kept" / "fr" / "kept.json").exists()
+  assert not (tmp_path / "kept" / "hr").exists()
   spec = configlib.load_config_file(spec_path).get_config(f"root={root}")
   assert plan.finished(spec, spec.frontier.tiny)
   assert not plan.finished(spec, spec.headroom.later)
@@ -94,6 +99,40 @@ def test_run_study_finishes_what_it_can_and_results_read_only_finished_sections(
   assert "Seeds: [0]" in section and "### Headroom later" in texts[0]
   assert "### Tiny frontier" not in texts[0]
   assert "Not computed yet: the planned sweeps of headroom later" in texts[0]
-  # rerun: the finished sweep is not started again
+  # another machine, with the kept rows and no workdir: the same document, and the
+  # finished sweep is not started again
+  os.rename(root / "fr", tmp_path / "fr_elsewhere")
+  assert plan.finished(spec, spec.frontier.tiny)
+  assert list(_documents(spec_path, root, tmp_path / "docs", tmp_path))[0] == texts[0]
   again = _script("run_study.py", "--config", f"{spec_path}:root={root}", cwd=tmp_path)
-  assert "fr: finished (2 points)" in again.stdout and "fr: started" not in again.stdout
+  assert "fr: finished (kept in" in again.stdout and "fr: started" not in again.stdout
+
+
+def _points_and_base(config):
+  path, _, arg = plan.config_path(config).partition(":")
+  module = configlib.load_config_file(path)
+  return ({p["name"]: p for p in module.get_sweep(arg or None)},
+          module.get_config(arg or None).to_json())
+
+
+def test_the_studys_per_seed_sweeps_are_the_plans_commands(tmp_path):
+  """configs/study/pruning.py runs PLAN.md's many-seed commands one seed a sweep: the
+  union of its per-seed sweeps' points, and each one's base config, are the command's."""
+  text = open(os.path.join(ROOT, "docs", "results", "PLAN.md"), encoding="utf-8").read()
+  commands = {w: c for c, w in re.findall(r"--config (\S+) --workdir runs/(\w+)", text)}
+  commands["headroom_gmm256"] = "configs/sweeps/headroom.py"  # the plan's: its defaults
+  spec = configlib.load_config_file(os.path.join(ROOT, "configs", "study", "pruning.py")
+                                    ).get_config(f"root={tmp_path}")
+  parts = {}
+  for s in plan.planned(spec):
+    parts.setdefault(re.sub(r"_s\d+$", "", s["workdir"]), []).append(s["config"])
+  assert set(parts) == set(commands)
+  for workdir, command in commands.items():
+    points, base = _points_and_base(command)
+    merged = {}
+    for config in parts[workdir]:
+      part_points, part_base = _points_and_base(config)
+      assert part_base == base, config
+      assert not set(part_points) & set(merged), config  # each point in one sweep only
+      merged.update(part_points)
+    assert merged == points, workdir

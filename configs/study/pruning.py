@@ -6,7 +6,8 @@
 
 The last runs the planned sections' sweeps (docs/results/PLAN.md): until all of a
 section's points have finished, RESULTS.md lists it with its commands and reads none
-of its rows.
+of its rows. Each finished sweep's rows are also kept in `keep` (docs/results/kept/
+unless given), where a later machine finds them without the workdirs.
 
 `root` is where the sweeps' workdirs are; `from_csv` rebuilds everything from the
 merged csv files the first form copied into docs/results/ (no workdirs needed).
@@ -29,11 +30,22 @@ _DIGITS2 = ("data=digits,at=8000,ft=2000,evals=0+250+500+1000+2000,budgets=h20m5
 _BASE_EVALS = "base_evals=1000+2000+3000+4000+5000+6000+7000"
 
 
+JUDGED = range(10, 15)  # the frontier's judged seeds (docs/results/PLAN.md)
+JUDGED3 = range(10, 13)  # the headroom's and the n=512 capacity's
+
+
+def _per_seed(config, workdir, seeds):
+  """One sweep a seed, (config, workdir) pairs: `config` run at each seed alone
+  (seed0=s,seeds=1 gives the points the many-seed command gives), each into
+  WORKDIR_sS, so the seeds can run side by side; their rows are merged by point name."""
+  sep = "," if ":" in config else ":"
+  return tuple((f"{config}{sep}seed0={s},seeds=1", f"{workdir}_s{s}") for s in seeds)
+
+
 def _planned(sweeps, **entry):
   """A section whose sweeps docs/results/PLAN.md fixed before they ran: `sweeps` are
-  (config, workdir) pairs, in the order scripts/run_study.py runs them. Until every
-  point of them has finished, RESULTS.md lists the section as planned, reading none
-  of its rows."""
+  (config, workdir) pairs. Until every point of them has finished, RESULTS.md lists
+  the section as planned, reading none of its rows."""
   return dict(entry, sweeps=sweeps, workdirs=tuple(w for _, w in sweeps), commands=tuple(
       f"python scripts/sweep.py --config {c} --workdir {w}" for c, w in sweeps))
 
@@ -45,21 +57,21 @@ def _planned_frontier():
            "dominance read as in docs/results/PLAN.md, matched on test_nll and on sample "
            "quality.")
   return {
-      "gmm32": _planned(((f"{sweep}data=gmm,n=32,seed0=10,seeds=5", "frontier_gmm32"),),
+      "gmm32": _planned(_per_seed(f"{sweep}data=gmm,n=32", "frontier_gmm32", JUDGED),
                         judged="gmm32", notes=notes,
                         title="Against early stopping: gmm, n=32 (seeds 10-14, judged)"),
       "digits": _planned(
-          ((f"{sweep}data=digits,n=32,seed0=10,seeds=5,steps=8000,at=5000",
-            "frontier_digits"),), judged="digits", notes=notes,
+          _per_seed(f"{sweep}data=digits,n=32,steps=8000,at=5000", "frontier_digits", JUDGED),
+          judged="digits", notes=notes,
           title="Against early stopping: digits, n=32 (seeds 10-14, judged)"),
-      "gmm256": _planned(((f"{sweep}data=gmm,n=256,seed0=10,seeds=5", "frontier_gmm256"),),
+      "gmm256": _planned(_per_seed(f"{sweep}data=gmm,n=256", "frontier_gmm256", JUDGED),
                          notes=notes + " Shown, not part of the verdict.",
                          title="Against early stopping: gmm, n=256 (seeds 10-14)"),
   }
 
 
 def get_config(arg=None):
-  a = configlib.parse_arg(arg, root="runs", from_csv=False, out="docs")
+  a = configlib.parse_arg(arg, root="runs", from_csv=False, out="docs", keep="")
   c = configlib.ml_collections.ConfigDict()
   c.ours = "select_taylor"  # chosen on the exploration seed (100) before seeds 0-4 ran
   c.budget = "h20m50"  # the equal budget of the verdict: 20% of heads, 50% of MLP units
@@ -201,29 +213,31 @@ def get_config(arg=None):
              "the judged seeds 10-14 follow that plan."))}
   c.frontier.update(_planned_frontier())
   c.headroom = {"gmm256": _planned(
-      (("configs/sweeps/headroom.py", "headroom_gmm256"),),
+      _per_seed("configs/sweeps/headroom.py", "headroom_gmm256", JUDGED3),
       title="Headroom for unit choice (gmm, n=256, seeds 10-12)",
       notes=("From each seed's step-4,000 checkpoint: 32 random masks at h20m50, each "
              "fine-tuned 1,000 steps with the same noise, and 8 reruns of mask 0 with other "
              "fine-tuning noise; var(masks) / var(reruns) pooled within seeds, with its "
              "F-distribution 95% interval."))}
-  cap512 = _planned(
-      (("configs/sweeps/capacity_grid.py:data=gmm,ns=512,seeds=3,seed0=10,nll=0",
-        "cap512_grid"),
-       ("configs/sweeps/prune_ratio.py:data=gmm,n=512,seed0=10,seeds=3,at=6000,base_evals=,"
-        "ft=2000,evals=2000,budgets=cap,methods=random,scratch=,capacity_fit=train_gt",
-        "cap512_search")),
+  grid512 = _per_seed("configs/sweeps/capacity_grid.py:data=gmm,ns=512,nll=0", "cap512_grid",
+                       JUDGED3)
+  search512 = _per_seed(
+      "configs/sweeps/prune_ratio.py:data=gmm,n=512,at=6000,base_evals=,ft=2000,evals=2000,"
+      "budgets=cap,methods=random,scratch=,capacity_fit=train_gt", "cap512_search", JUDGED3)
+  cap512 = _planned(grid512 + search512,
       title="Capacity where it can matter (gmm, n=512, seeds 10-12)",
       notes=("Each seed's target is its grid width with the lowest held-out excess at "
              "n=512 (6,000 steps from scratch); the search (capacity_fit=train_gt: "
              "candidates fine-tuned 300 steps on the training images, judged by their "
              "excess) starts from the seed's full-width run at 6,000 steps, then 2,000 "
              "fine-tuning steps beside the control and `random` at the same cut."))
-  c.capacity_at_n = {"cap512": dict(cap512, grid=("cap512_grid",), search=("cap512_search",),
-                                    n=512, fts=(2000,))}
-  # scripts/run_study.py's order: the sweeps the verdict rests on first
-  c.plan_order = ("frontier_gmm32", "frontier_digits", "headroom_gmm256", "cap512_grid",
-                  "cap512_search", "frontier_gmm256")
+  c.capacity_at_n = {"cap512": dict(cap512, grid=tuple(w for _, w in grid512),
+                                    search=tuple(w for _, w in search512), n=512, fts=(2000,))}
+  # scripts/run_study.py's order: the sweeps the verdict rests on first, seed by seed
+  c.plan_order = tuple(
+      [f"frontier_{d}_s{s}" for s in JUDGED for d in ("gmm32", "digits")] +
+      [f"{w}_s{s}" for w in ("headroom_gmm256", "cap512_grid", "cap512_search")
+       for s in JUDGED3] + [f"frontier_gmm256_s{s}" for s in JUDGED])
   c.capacity_tols = (0.05, 0.1, 0.25)  # tolerances W* is printed at
   c.capacity_tol = 0.05  # the one the search is judged against
   c.machine = ("the 2-core, 24 GiB CPU VM of the project (no GPU), jax 0.10.2 on CPU; "
@@ -243,4 +257,6 @@ def get_config(arg=None):
             "not rerun) at the commit that keeps earlier commands' rows")
   c.root = a.root
   c.out = a.out
+  # the planned sweeps' kept rows (scripts/run_study.py copies each finished one there)
+  c.keep = a.keep or f"{a.out}/results/kept"
   return c

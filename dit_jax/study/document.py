@@ -29,7 +29,7 @@ def _rows(spec, name, sources, kind="steps"):
   OUT/results/NAME_KIND.csv, or that copy when rebuilding from csv."""
   if spec.from_csv:
     return sweepdir.load([_csv(spec, name, kind)]) if sources else []
-  rows = sweepdir.load([os.path.join(spec.root, d) for d in sources])
+  rows = sweepdir.load([plan.rows_dir(spec, d) for d in sources])
   if sources:
     sweepdir.write_csv(rows, _csv(spec, name, kind), sweepdir.STEP_COLUMNS)
   return rows
@@ -40,7 +40,7 @@ def _points(spec, name, workdirs):
   OUT/results/NAME_points.csv (read back from there when rebuilding from csv)."""
   if spec.from_csv:
     return sweepdir.read_csv(_csv(spec, name, "points"))
-  rows = sweepdir.load([os.path.join(spec.root, d) for d in workdirs], sweepdir.POINTS)
+  rows = sweepdir.load([plan.rows_dir(spec, d) for d in workdirs], sweepdir.POINTS)
   sweepdir.write_csv(rows, _csv(spec, name, "points"), sweepdir.COLUMNS)
   return rows
 

@@ -8,7 +8,13 @@ names; the sweeps it leaves out go last). A sweep resumes point by point, so the
 command continues after a stop or a reboot, and a finished sweep is not started
 again. Progress is each point's state (done, started, waiting): no metric is read,
 so a pre-registered sweep can be watched without seeing its results.
+
+With `spec.keep` (a folder), each finished sweep's rows are also copied to
+KEEP/WORKDIR (sweepdir.keep): a sweep kept there counts as finished and
+docs/RESULTS.md reads it from there, so a study can be finished over several
+machines that each keep only the small kept copies (e.g. in git), not the workdirs.
 """
+import datetime
 import os
 import signal
 import subprocess
@@ -17,6 +23,7 @@ import time
 
 from dit_jax.configlib import ConfigError
 from dit_jax.study import sweep
+from dit_jax.study import sweepdir
 
 SECTIONS = ("frontier", "headroom", "capacity_at_n")  # the spec fields with planned entries
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -58,10 +65,49 @@ def progress(spec, planned_sweep):
                       f"({planned_sweep['config']}): {type(e).__name__}: {e}") from e
 
 
+def kept(spec, workdir):
+  """The kept copy of a finished sweep, KEEP/WORKDIR, or None (no spec.keep, not kept)."""
+  dest = os.path.join(spec.keep, workdir) if spec.get("keep") else None
+  return dest if dest and sweepdir.is_kept(dest) else None
+
+
+def rows_dir(spec, workdir):
+  """Where a sweep's rows are read from: its kept copy if there is one, else ROOT/WORKDIR."""
+  return kept(spec, workdir) or os.path.join(spec.root, workdir)
+
+
+def _done(spec, planned_sweep):
+  return bool(kept(spec, planned_sweep["workdir"])) or all(
+      p["state"] == "done" for p in progress(spec, planned_sweep))
+
+
 def finished(spec, entry):
-  """Whether every point of a planned entry's sweeps has finished under spec.root."""
-  return all(p["state"] == "done" for config, workdir in entry.get("sweeps") or ()
-             for p in progress(spec, dict(config=config, workdir=workdir)))
+  """Whether every sweep of a planned entry has finished (under spec.root, or kept)."""
+  return all(_done(spec, dict(config=config, workdir=workdir))
+             for config, workdir in entry.get("sweeps") or ())
+
+
+def _git_commit():
+  try:
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=30).stdout.strip() or None
+  except (OSError, subprocess.SubprocessError):
+    return None
+
+
+def _keep(spec, planned_sweep, cores, say):
+  """Copies a finished sweep's rows to KEEP/WORKDIR (with spec.keep), once."""
+  if not spec.get("keep") or kept(spec, planned_sweep["workdir"]):
+    return
+  if not all(p["state"] == "done" for p in progress(spec, planned_sweep)):
+    say(f"{planned_sweep['workdir']}: exited without finishing every point; not kept")
+    return
+  dest = os.path.join(spec.keep, planned_sweep["workdir"])
+  sweepdir.keep(os.path.join(spec.root, planned_sweep["workdir"]), dest, dict(
+      config=planned_sweep["config"], commit=_git_commit(), cores=len(cores),
+      cpus=os.cpu_count(), kept=datetime.datetime.now(datetime.timezone.utc).isoformat(
+          timespec="seconds")))
+  say(f"{planned_sweep['workdir']}: rows kept in {dest}")
 
 
 def describe(points):
@@ -97,11 +143,17 @@ def run(spec, jobs=1, say=print, poll_s=2.0):
   slots = shares(jobs)
   todo = []
   for s, points in [(s, progress(spec, s)) for s in planned(spec)]:  # all load, or none runs
-    if all(p["state"] == "done" for p in points):
+    if kept(spec, s["workdir"]):
+      say(f"{s['workdir']}: finished (kept in {kept(spec, s['workdir'])})")
+    elif all(p["state"] == "done" for p in points):
       say(f"{s['workdir']}: finished ({len(points)} points)")
+      _keep(spec, s, slots[0], say)
     else:
       todo.append(s)
   os.makedirs(spec.root, exist_ok=True)
+  env = dict(os.environ)
+  if jobs > 1:  # several sweeps on one accelerator: each takes memory as it needs it
+    env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # (JAX takes 75% at start)
   running, failed, stopped = {}, [], []
 
   def stop(signum, frame):
@@ -123,7 +175,7 @@ def run(spec, jobs=1, say=print, poll_s=2.0):
         log.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} cores {cores}: "
                   f"{' '.join(cmd)}\n")
         log.flush()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                 preexec_fn=lambda c=cores: os.sched_setaffinity(0, c))
         running[slot] = (proc, s, log)
         say(f"{s['workdir']}: started on cores {cores} ({describe(progress(spec, s))}); "
@@ -138,6 +190,7 @@ def run(spec, jobs=1, say=print, poll_s=2.0):
         del running[slot]
         if proc.returncode == 0:
           say(f"{s['workdir']}: finished")
+          _keep(spec, s, slots[slot], say)
         else:
           failed.append(s["workdir"])
           say(f"{s['workdir']}: exited with status {proc.returncode} "

@@ -5,10 +5,12 @@
     SWEEP/sweep_summary.md   the comparisons at each fine-tuning step
     SWEEP/sweep.png          mem_ratio over fine-tuning, per budget
     SWEEP/<point name>/      each point's own workdir (dit_jax.workdir owns its layout)
+    KEEP/<sweep>/            a finished sweep's kept copy: its two csv files and kept.json
 
 Every other module of the study goes through here, so a file is spelled in one place.
 """
 import csv
+import json
 import os
 
 from dit_jax import workdir as workdir_lib
@@ -17,6 +19,7 @@ POINTS = "sweep.csv"
 STEPS = "sweep_steps.csv"
 SUMMARY = "sweep_summary.md"
 PLOT = "sweep.png"
+KEPT = "kept.json"  # beside the two csv files of a finished sweep's kept copy
 
 COLUMNS = ["name", "method", "budget", "seed", "data", "ratio", "mlp_ratio", "heads", "mlp",
            "mem_ratio", "precision", "recall", "fd", "fid", "nll", "num_params", "flops_per_image",
@@ -108,3 +111,15 @@ def load(paths, file=STEPS):
                               f"(it writes {file}) or a csv file of its rows.")
     lists.append(read_csv(f))
   return merge(lists)
+
+
+def keep(sweep_dir, dest, info):
+  """Copies a finished sweep's rows (sweep.csv, sweep_steps.csv) into `dest`, then
+  writes KEPT (`info`: where and when it ran) last, so a copy with KEPT is whole."""
+  for name, columns in ((POINTS, COLUMNS), (STEPS, STEP_COLUMNS)):
+    write_csv(read_rows(sweep_dir, name), path(dest, name), columns)
+  workdir_lib.atomic_write(path(dest, KEPT), json.dumps(info, indent=1, sort_keys=True))
+
+
+def is_kept(dest):
+  return os.path.exists(path(dest, KEPT))
