@@ -48,6 +48,12 @@ def test_planned_sweeps_are_ordered_and_listed_without_running_or_reading(tmp_pa
   spec = configlib.load_config_file(spec_path).get_config(f"root={root}")
   assert [s["workdir"] for s in plan.planned(spec)] == ["hr", "fr"]  # plan_order's
   assert plan.shares(2, cores=[0, 1, 2]) == [[0], [1, 2]]
+  cmd = plan.command(spec, plan.planned(spec)[1], cores=[0])
+  assert cmd[-4:] == ["--config", plan.config_path(FRONTIER), "--workdir", f"{root}/fr"]
+  # the pinning prefix: a fresh interpreter pins itself, then runs the rest of the line
+  pinned = subprocess.run(cmd[:3] + ["-c", "import os; print(sorted(os.sched_getaffinity(0)))"],
+                          capture_output=True, text=True)
+  assert pinned.stdout.strip() == "[0]", pinned.stderr
   with pytest.raises(ConfigError, match="jobs=3"):
     plan.shares(3, cores=[0, 1])
   spec.plan_order = ("fr", "typo")

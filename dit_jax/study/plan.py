@@ -119,19 +119,34 @@ def describe(points):
       "; started: " + ", ".join(started) if started else "")
 
 
+def _cores():
+  if hasattr(os, "sched_getaffinity"):  # Linux: the cores this process may use
+    return os.sched_getaffinity(0)
+  return range(os.cpu_count() or 1)
+
+
 def shares(jobs, cores=None):
   """This process's cores split into `jobs` contiguous shares, one a sweep."""
-  cores = sorted(os.sched_getaffinity(0) if cores is None else cores)
+  cores = sorted(_cores() if cores is None else cores)
   if not 1 <= jobs <= len(cores):
     raise ConfigError(f"jobs={jobs}: use 1 to {len(cores)}, the cores this process may use "
                       "(each sweep gets its own share of them).")
   return [cores[i * len(cores) // jobs:(i + 1) * len(cores) // jobs] for i in range(jobs)]
 
 
-def command(spec, planned_sweep, python=sys.executable):
-  return [python, os.path.join(ROOT, "scripts", "sweep.py"), "--config",
-          config_path(planned_sweep["config"]), "--workdir",
-          os.path.join(spec.root, planned_sweep["workdir"])]
+# A fresh interpreter pins itself to its cores, then becomes the sweep: this process
+# has JAX's threads running, so it must not fork to run code in the child (preexec_fn).
+_PINNED = ("import os, sys; os.sched_setaffinity(0, {cores}); "
+           "os.execv(sys.executable, [sys.executable] + sys.argv[1:])")
+
+
+def command(spec, planned_sweep, cores=None, python=sys.executable):
+  """The sweep's command line; pinned to `cores` where this OS can pin."""
+  pin = [python, "-c", _PINNED.format(cores=sorted(cores))] if (
+      cores is not None and hasattr(os, "sched_setaffinity")) else [python]
+  return pin + [os.path.join(ROOT, "scripts", "sweep.py"), "--config",
+                config_path(planned_sweep["config"]), "--workdir",
+                os.path.join(spec.root, planned_sweep["workdir"])]
 
 
 def run(spec, jobs=1, say=print, poll_s=2.0):
@@ -171,12 +186,11 @@ def run(spec, jobs=1, say=print, poll_s=2.0):
         s = todo.pop(0)
         log_path = os.path.join(spec.root, s["workdir"] + ".log")
         log = open(log_path, "a", encoding="utf-8")
-        cmd = command(spec, s)
+        cmd = command(spec, s, cores)
         log.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} cores {cores}: "
-                  f"{' '.join(cmd)}\n")
+                  f"{' '.join(cmd[-5:])}\n")  # the sweep's own command line
         log.flush()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                preexec_fn=lambda c=cores: os.sched_setaffinity(0, c))
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         running[slot] = (proc, s, log)
         say(f"{s['workdir']}: started on cores {cores} ({describe(progress(spec, s))}); "
             f"log {log_path}")
