@@ -2,6 +2,7 @@
 
   python scripts/run_study.py --config configs/study/pruning.py:root=runs --status
   python scripts/run_study.py --config configs/study/pruning.py:root=runs --jobs 2
+  python scripts/run_study.py --config ... --jobs 2 --only frontier_gmm32_s10,frontier_digits_s10
 then, when every sweep has finished:
   python scripts/results.py --config configs/study/pruning.py:root=runs
 
@@ -22,6 +23,8 @@ from dit_jax.study import plan
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config", None, "A study spec (configs/study/*.py), path.py:root=ROOT.")
 flags.DEFINE_integer("jobs", 1, "Sweeps at a time, each on its own share of the cores.")
+flags.DEFINE_list("only", None, "Planned sweeps (their workdir names, comma-separated) to "
+                  "run now, in this order; the others wait for another command or machine.")
 flags.DEFINE_bool("status", False, "Print each planned sweep's progress and command; run "
                   "nothing.")
 flags.mark_flags_as_required(["config"])
@@ -32,7 +35,7 @@ def main(argv):
   cli.setup()
   with cli.friendly_errors():
     path, spec = configlib.load_spec(FLAGS.config)
-    sweeps = plan.planned(spec)
+    sweeps = plan.planned(spec, FLAGS.only)
     if not sweeps:
       raise configlib.ConfigError(f"{path} plans no sweeps (no section has `sweeps`).")
     if FLAGS.status:
@@ -42,7 +45,8 @@ def main(argv):
         print(f"  python scripts/sweep.py --config {s['config']} --workdir "
               f"{os.path.join(spec.root, s['workdir'])}")
       return
-    code = plan.run(spec, FLAGS.jobs, say=lambda line: print(line, flush=True))
+    code = plan.run(spec, FLAGS.jobs, say=lambda line: print(line, flush=True),
+                    only=FLAGS.only)
   sys.exit(code)
 
 

@@ -56,6 +56,9 @@ def test_planned_sweeps_are_ordered_and_listed_without_running_or_reading(tmp_pa
   assert pinned.stdout.strip() == "[0]", pinned.stderr
   with pytest.raises(ConfigError, match="jobs=3"):
     plan.shares(3, cores=[0, 1])
+  assert [s["workdir"] for s in plan.planned(spec, only=["fr"])] == ["fr"]
+  with pytest.raises(ConfigError, match="not planned"):
+    plan.planned(spec, only=["fr", "nope"])
   spec.plan_order = ("fr", "typo")
   with pytest.raises(ConfigError, match="typo"):
     plan.planned(spec)

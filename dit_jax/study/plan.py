@@ -38,8 +38,9 @@ def config_path(config):
   return path + sep + arg
 
 
-def planned(spec):
-  """[dict(section, name, config, workdir)] of every planned sweep, in run order."""
+def planned(spec, only=None):
+  """[dict(section, name, config, workdir)] of every planned sweep (or of the workdirs
+  `only` names, in their order), in run order."""
   out = []
   for section in SECTIONS:
     for name, entry in (spec.get(section) or {}).items():
@@ -50,8 +51,16 @@ def planned(spec):
   if unknown:
     raise ConfigError(f"plan_order names {sorted(unknown)}, which no planned section's "
                       "sweeps write; list workdirs of `sweeps` entries.")
-  return sorted(out, key=lambda s: (order.index(s["workdir"]) if s["workdir"] in order
-                                    else len(order), s["workdir"]))
+  out = sorted(out, key=lambda s: (order.index(s["workdir"]) if s["workdir"] in order
+                                   else len(order), s["workdir"]))
+  if only:
+    by_name = {s["workdir"]: s for s in out}
+    unknown = [w for w in only if w not in by_name]
+    if unknown:
+      raise ConfigError(f"--only names {unknown}, which are not planned sweeps; use some of "
+                        f"{[s['workdir'] for s in out]}.")
+    out = [by_name[w] for w in only]
+  return out
 
 
 def progress(spec, planned_sweep):
@@ -149,15 +158,15 @@ def command(spec, planned_sweep, cores=None, python=sys.executable):
                 os.path.join(spec.root, planned_sweep["workdir"])]
 
 
-def run(spec, jobs=1, say=print, poll_s=2.0):
-  """Runs every unfinished planned sweep to its end, `jobs` at a time, once every
-  sweep file has loaded (a ConfigError first otherwise); each one's output is
-  appended to ROOT/WORKDIR.log. Returns 0 when all finished, 1 when one
+def run(spec, jobs=1, say=print, poll_s=2.0, only=None):
+  """Runs every unfinished planned sweep (or those `only` names) to its end, `jobs` at
+  a time, once every sweep file has loaded (a ConfigError first otherwise); each
+  one's output is appended to ROOT/WORKDIR.log. Returns 0 when all finished, 1 when one
   failed (the others run on; rerun to retry it) or a SIGTERM/SIGINT stopped them
   (forwarded to every sweep, which checkpoints and exits; rerun to resume)."""
   slots = shares(jobs)
   todo = []
-  for s, points in [(s, progress(spec, s)) for s in planned(spec)]:  # all load, or none runs
+  for s, points in [(s, progress(spec, s)) for s in planned(spec, only)]:  # all load, or none
     if kept(spec, s["workdir"]):
       say(f"{s['workdir']}: finished (kept in {kept(spec, s['workdir'])})")
     elif all(p["state"] == "done" for p in points):
