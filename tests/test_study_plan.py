@@ -111,8 +111,15 @@ def test_run_study_finishes_what_it_can_and_results_read_only_finished_sections(
   # another machine, with the kept rows and no workdir: the same document, and the
   # finished sweep is not started again
   os.rename(root / "fr", tmp_path / "fr_elsewhere")
+  os.remove(tmp_path / "docs" / "results" / "frontier_tiny_steps.csv")
   assert plan.finished(spec, spec.frontier.tiny)
-  assert list(_documents(spec_path, root, tmp_path / "docs", tmp_path))[0] == texts[0]
+  assert list(_documents(spec_path, root, tmp_path / "docs", tmp_path)) == texts
+  # and from csv alone, with the merged copy gone: the kept rows are read
+  os.remove(tmp_path / "docs" / "results" / "frontier_tiny_steps.csv")
+  proc = _script("results.py", "--config", f"{spec_path}:from_csv,out={tmp_path / 'docs'}",
+                 cwd=tmp_path)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert (tmp_path / "docs" / "RESULTS.md").read_text() == texts[0]
   again = _script("run_study.py", "--config", f"{spec_path}:root={root}", cwd=tmp_path)
   assert "fr: finished (kept in" in again.stdout and "fr: started" not in again.stdout
 

@@ -3,7 +3,8 @@
 A spec (configs/study/*.py) lists each study's sweep workdirs and the commands that made
 them. Their rows are merged by point name (the seeds of one dataset may have run as
 separate sweep commands, one per core) and copied to OUT/results/NAME_*.csv; with
-`from_csv` everything is rebuilt from those copies, so the page needs no workdirs and
+`from_csv` everything is rebuilt from those copies (and from the planned sweeps'
+kept rows, dit_jax.study.plan), so the page needs no workdirs and
 rerunning on the same rows gives the same file. Nothing in it is typed in by hand.
 """
 import os
@@ -24,10 +25,15 @@ def _csv(spec, name, kind):
   return os.path.join(spec.out, "results", f"{name}_{kind}.csv")
 
 
+def _all_kept(spec, sources):
+  """Whether every source is a planned sweep with a kept copy (read even from csv)."""
+  return bool(sources) and all(plan.kept(spec, d) for d in sources)
+
+
 def _rows(spec, name, sources, kind="steps"):
-  """The merged step rows of `sources` (workdirs or csv files under root), copied to
-  OUT/results/NAME_KIND.csv, or that copy when rebuilding from csv."""
-  if spec.from_csv:
+  """The merged step rows of `sources` (workdirs or csv files under root, or kept
+  copies), copied to OUT/results/NAME_KIND.csv, or that copy when rebuilding from csv."""
+  if spec.from_csv and not _all_kept(spec, sources):
     return sweepdir.load([_csv(spec, name, kind)]) if sources else []
   rows = sweepdir.load([plan.rows_dir(spec, d) for d in sources])
   if sources:
@@ -38,7 +44,7 @@ def _rows(spec, name, sources, kind="steps"):
 def _points(spec, name, workdirs):
   """The sweeps' sweep.csv rows (one per point, with its pruned shape), merged, copied to
   OUT/results/NAME_points.csv (read back from there when rebuilding from csv)."""
-  if spec.from_csv:
+  if spec.from_csv and not _all_kept(spec, workdirs):
     return sweepdir.read_csv(_csv(spec, name, "points"))
   rows = sweepdir.load([plan.rows_dir(spec, d) for d in workdirs], sweepdir.POINTS)
   sweepdir.write_csv(rows, _csv(spec, name, "points"), sweepdir.COLUMNS)
@@ -232,11 +238,13 @@ def _capacity_at_n(spec, name, c):
 def _pending(spec, entry, names):
   """Whether a planned entry (one with `sweeps`) has not finished: from workdirs, some
   point of its sweeps is not done (read from checkpoints and eval.json's step, no
-  metric); from csv, its copies NAME_steps.csv are not there."""
+  metric) nor kept; from csv, neither its copies NAME_steps.csv nor kept copies of all
+  its sweeps are there."""
   if not entry.get("sweeps"):
     return False
   if spec.from_csv:
-    return not all(os.path.exists(_csv(spec, n, "steps")) for n in names)
+    return not (_all_kept(spec, entry["workdirs"]) or
+                all(os.path.exists(_csv(spec, n, "steps")) for n in names))
   return not plan.finished(spec, entry)
 
 
