@@ -230,7 +230,11 @@ def get_config(arg=None):
              "n=512 (6,000 steps from scratch); the search (capacity_fit=train_gt: "
              "candidates fine-tuned 300 steps on the training images, judged by their "
              "excess) starts from the seed's full-width run at 6,000 steps, then 2,000 "
-             "fine-tuning steps beside the control and `random` at the same cut."))
+             "fine-tuning steps beside the control and `random` at the same cut. Ran at "
+             "364ab8a from a frozen clone through scripts/run_study.py, one seed a sweep, "
+             "one sweep per core at nice 10 (a test suite beside the first 20 minutes; the "
+             "search of seed 12 shared both cores with that of seed 11 for its first 25); "
+             "their rows are kept in docs/results/kept/."))
   c.capacity_at_n = {"cap512": dict(cap512, grid=tuple(w for _, w in grid512),
                                     search=tuple(w for _, w in search512), n=512, fts=(2000,))}
   # scripts/run_study.py's order: the sweeps the verdict rests on first, seed by seed
