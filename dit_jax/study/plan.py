@@ -85,9 +85,13 @@ def rows_dir(spec, workdir):
   return kept(spec, workdir) or os.path.join(spec.root, workdir)
 
 
+def _all_done(points):
+  return all(p["state"] == "done" for p in points)
+
+
 def _done(spec, planned_sweep):
-  return bool(kept(spec, planned_sweep["workdir"])) or all(
-      p["state"] == "done" for p in progress(spec, planned_sweep))
+  return bool(kept(spec, planned_sweep["workdir"])) or _all_done(
+      progress(spec, planned_sweep))
 
 
 def finished(spec, entry):
@@ -108,7 +112,7 @@ def _keep(spec, planned_sweep, cores, say):
   """Copies a finished sweep's rows to KEEP/WORKDIR (with spec.keep), once."""
   if not spec.get("keep") or kept(spec, planned_sweep["workdir"]):
     return
-  if not all(p["state"] == "done" for p in progress(spec, planned_sweep)):
+  if not _all_done(progress(spec, planned_sweep)):
     say(f"{planned_sweep['workdir']}: exited without finishing every point; not kept")
     return
   dest = os.path.join(spec.keep, planned_sweep["workdir"])
@@ -169,7 +173,7 @@ def run(spec, jobs=1, say=print, poll_s=2.0, only=None):
   for s, points in [(s, progress(spec, s)) for s in planned(spec, only)]:  # all load, or none
     if kept(spec, s["workdir"]):
       say(f"{s['workdir']}: finished (kept in {kept(spec, s['workdir'])})")
-    elif all(p["state"] == "done" for p in points):
+    elif _all_done(points):
       say(f"{s['workdir']}: finished ({len(points)} points)")
       _keep(spec, s, slots[0], say)
     else:
