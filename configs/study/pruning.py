@@ -55,19 +55,21 @@ def _planned_frontier():
   sweep = "configs/sweeps/frontier.py:"
   notes = ("Every family from the same seed's training subset, 5 judged seeds; "
            "dominance read as in docs/results/PLAN.md, matched on test_nll and on sample "
-           "quality. Ran from a frozen clone through scripts/run_study.py, one seed a "
-           "sweep, one sweep per core at nice 10 beside another sweep (tests and editing "
-           "on and off); each seed's kept.json names its commit; a sweep stopped midway "
-           "resumes each point from its last checkpoint.")
+           "quality.")
+  # said of the sweeps that have run (gmm n=256 has not started)
+  ran = (" Ran from a frozen clone through scripts/run_study.py, one seed a sweep, one "
+         "sweep per core at nice 10 beside another sweep (tests and editing on and off); "
+         "each seed's kept.json names its commit; a sweep stopped midway resumes each "
+         "point from its last checkpoint.")
   resumed = (" Seed 10's early_stop ran its first 1,500 steps at 364ab8a and the rest at "
              "7f96061: no training, evaluation or sweep code differs between the two.")
   return {
       "gmm32": _planned(_per_seed(f"{sweep}data=gmm,n=32", "frontier_gmm32", JUDGED),
-                        judged="gmm32", notes=notes + resumed,
+                        judged="gmm32", notes=notes + ran + resumed,
                         title="Against early stopping: gmm, n=32 (seeds 10-14, judged)"),
       "digits": _planned(
           _per_seed(f"{sweep}data=digits,n=32,steps=8000,at=5000", "frontier_digits", JUDGED),
-          judged="digits", notes=notes,
+          judged="digits", notes=notes + ran,
           title="Against early stopping: digits, n=32 (seeds 10-14, judged)"),
       "gmm256": _planned(_per_seed(f"{sweep}data=gmm,n=256", "frontier_gmm256", JUDGED),
                          notes=notes + " Shown, not part of the verdict.",
