@@ -112,6 +112,7 @@ def test_train_throughput_measures_a_32x32x3_step():
   assert out["images_per_sec"] > 0 and 0 < out["mfu"] < 1 and out["peak_source"] != ""
 
 
+@pytest.mark.loop  # its make_run and seeds checks train for real
 def test_gpu_check_dry_run_prints_one_passing_json_line_per_result(tmp_path, data_dir):
   """bench/gpu_check.py's own steps at tiny sizes on the CPU (its cifar10 step, two
   trainings and FID evaluations, is left to the GPU run: minutes on a CPU)."""

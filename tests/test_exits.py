@@ -12,6 +12,8 @@ from tensorboardX.proto.event_pb2 import SessionLog
 from dit_jax import cli, pruning, train, workdir as workdir_lib, writers
 from tests.test_train import tiny
 
+pytestmark = pytest.mark.loop  # both train, prune and fine-tune for real
+
 PRUNE = {"prune.at_step": 10, "prune.finetune_steps": 10, "prune.ratio": 0.25,
          "prune.batches": 2, "prune.batch_size": 8, "prune.eval_before": False,
          "eval.at_end": True, "eval.num": 16, "memo.every": 0}
