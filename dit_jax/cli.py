@@ -119,6 +119,10 @@ def print_summary(run):
           + "  (unpruned, the same fine-tuning)")
   if run.summary:
     print(("  after prune:  " if run.pruned else "  eval: ") + evaluate.format_summary(run.summary))
+  if run.tracker_stop:
+    t = run.tracker_stop
+    print(f"  stopped by the tracker at step {t['step']} of {run.config.train.steps}: "
+          f"{t['metric']} {t['reading']:.3f} >= memo.stop_at {t['threshold']:g}")
   if run.pruned:
     p = run.pruned
     at = p["step"]

@@ -65,11 +65,32 @@ def _check_loop(config, num_devices):
   check_choice(config.sample.method, "sample.method", diffusion.SAMPLERS)
   check_choice(config.eval.fid, "eval.fid", ("auto", "on", "off"))
   check_int(config.eval.fid_batch, "eval.fid_batch")
+  _check_stop_at(config)
   bad = [s for s in config.eval.at_steps
          if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= config.train.steps]
   if bad:
     raise ConfigError(f"config.eval.at_steps has {bad}: use steps in [0, train.steps="
                       f"{config.train.steps}].")
+
+
+def _check_stop_at(config):
+  """memo.stop_at: a tracker that runs, and no prune that it could skip (seeds trained
+  together refuse it: dit_jax.seeds.check_config)."""
+  stop_at = config.memo.stop_at
+  if isinstance(stop_at, bool) or not isinstance(stop_at, (int, float)) or stop_at < 0:
+    raise ConfigError(f"config.memo.stop_at must be a number >= 0 (0: no tracker stop), got "
+                      f"{stop_at!r}.")
+  if not stop_at:
+    return
+  if config.memo.every <= 0:
+    raise ConfigError(f"config.memo.stop_at={stop_at} stops on the tracker's reading, but "
+                      "config.memo.every=0 turns the tracker off; set memo.every > 0 (e.g. "
+                      "250) or memo.stop_at=0.")
+  if config.prune.at_step >= 0:
+    raise ConfigError(f"config.memo.stop_at={stop_at} with config.prune.at_step="
+                      f"{config.prune.at_step}: a tracker stop could end training before "
+                      "the prune. Use one: memo.stop_at=0, or prune.at_step=-1 (and prune "
+                      "the stopped run with scripts/prune.py).")
 
 
 def validate(config, num_devices=1):

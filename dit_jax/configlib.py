@@ -213,6 +213,10 @@ def base_config():
   c.memo.every = 250  # steps between gap-tracker calls; 0: none
   c.memo.probe = 32  # images in each of the train and select probes
   c.memo.buckets = 8  # equal slices of the noise schedule, small t first
+  # stop training at the first tracker call whose reading (memorization.stop_reading:
+  # memo_ema/index on a known density, else memo_ema/gap / memo_ema/heldout_loss)
+  # reaches this, then evaluate as at the end; 0: train all train.steps
+  c.memo.stop_at = 0.0
 
   c.eval = ml_collections.ConfigDict()
   c.eval.num = 1000  # samples per evaluation (mem_ratio, quality)

@@ -137,6 +137,22 @@ def bucket_mean(per, bucket, buckets):
   return sums / jax.ops.segment_sum(jnp.ones_like(per), bucket, buckets)
 
 
+def stop_reading(metrics):
+  """(name, value): the tracker reading memo.stop_at is compared with.
+
+  memo_ema/index where the density is known (0 at the true score, 1 at the
+  empirical one); otherwise the EMA model's held-out minus training loss as a
+  share of its held-out loss (0 when it fits the probes equally, growing as it
+  fits its own images better than fresh ones). The readings the study's
+  `tracker_stop` rule uses (docs/results/PLAN.md).
+  """
+  if "memo_ema/index" in metrics:
+    return "memo_ema/index", float(metrics["memo_ema/index"])
+  held = float(metrics["memo_ema/heldout_loss"])
+  return ("memo_ema/gap / memo_ema/heldout_loss",
+          float(metrics["memo_ema/gap"]) / held if held > 0 else float("nan"))
+
+
 class GapTracker:
   """Fixed probes, fixed noise, B time buckets: the model's place between scores.
 

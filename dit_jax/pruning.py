@@ -392,7 +392,13 @@ def prune_workdir(src, dst, control=False, **prune_fields):
     raise ConfigError("a control is the unpruned model fine-tuned the same steps: give "
                       "finetune_steps > 0 with it (--finetune_steps N).")
   config.prune.at_step = step = meta["step"]
-  config.train.steps = max(config.train.steps, step + config.prune.finetune_steps)
+  if meta.get("tracker_stop"):  # the source ended at its tracker stop: fine-tune from there
+    config.train.steps = step + config.prune.finetune_steps
+  else:
+    config.train.steps = max(config.train.steps, step + config.prune.finetune_steps)
+  # the fine-tuning trains to its own end (memo.stop_at and a prune exclude each other)
+  config.memo.stop_at = 0.0
+  meta = dict(meta, tracker_stop=None)
   check_config(config.prune, config.train.steps)
   dst = os.path.abspath(dst)
   if os.path.exists(workdir_lib.path(dst, workdir_lib.CHECKPOINTS)):

@@ -67,6 +67,11 @@ def check_config(config, seeds):
         f"config.seeds={seeds} with config.prune.at_step={config.prune.at_step}: "
         "pruned seeds differ in shape and train one at a time; set config.seeds=1, or "
         "train the seeds together unpruned and prune each workdir (scripts/prune.py).")
+  if config.memo.stop_at > 0:
+    raise ConfigError(
+        f"config.seeds={seeds} with config.memo.stop_at={config.memo.stop_at}: seeds "
+        "trained together would stop at different steps; set config.seeds=1 (a workdir "
+        "per seed), or memo.stop_at=0.")
   if jax.process_count() > 1:
     raise ConfigError(f"config.seeds={seeds} trains on one process; this job has "
                       f"{jax.process_count()}. Set config.seeds=1 for multi-host runs.")

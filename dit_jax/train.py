@@ -62,6 +62,7 @@ class Run:
     self.pruned = None  # the prune record once this run's model has been pruned
     self.before = None  # evaluation of the model just before pruning
     self.control = None  # evaluation of the unpruned control fine-tuned equally
+    self.tracker_stop = None  # {step, metric, reading, threshold} once memo.stop_at ends training
 
   def set_state(self, state, setup=None):
     """Installs a state (and a new architecture) and re-jits the step."""
@@ -76,7 +77,7 @@ class Run:
             "run": workdir_lib.run_fingerprint(self.config),
             "step": int(step), "data_position": int(step) * self.config.train.batch_size,
             "data": self.dataset.info["name"], "value_range": self.dataset.info["value_range"],
-            "pruned": self.pruned}
+            "pruned": self.pruned, "tracker_stop": self.tracker_stop}
 
   def save(self, step, force=False):
     if step not in self.ckpt.all_steps():  # a stop may land on a checkpoint step
@@ -116,6 +117,7 @@ def _restore_or_init(run, key):
   run.setup = state_lib.make_setup(run.config, dit.Arch.from_json(meta["arch"]))
   run.set_state(state)
   run.pruned = meta["pruned"]
+  run.tracker_stop = meta.get("tracker_stop")
   log.info("resumed from step %d of %s", step, run.ckpt.directory)
   return int(step)
 
@@ -179,8 +181,17 @@ def make_hooks(run):
       tracker = memorization.GapTracker(run.setup.sched, run.dataset, config.memo.probe,
                                         config.memo.buckets, config.diffusion.weighting,
                                         config.seed, run.mesh)
-    run.writer.write(step, tracker(run.setup.arch, lambda p: state_lib.make_eps_fn(run.setup, p),
-                                   run.state["params"], run.state["ema"]))
+    readings = tracker(run.setup.arch, lambda p: state_lib.make_eps_fn(run.setup, p),
+                       run.state["params"], run.state["ema"])
+    run.writer.write(step, readings)
+    threshold = config.memo.stop_at
+    if threshold > 0 and run.tracker_stop is None:
+      # every process computed the same readings (one jitted call over the mesh), so
+      # every process stops at the same step
+      name, value = memorization.stop_reading(readings)
+      if value >= threshold:
+        run.tracker_stop = {"step": int(step), "metric": name, "reading": value,
+                            "threshold": float(threshold)}
 
   def prune(step, metrics):
     if run.pruned is None and step == config.prune.at_step:
@@ -301,6 +312,8 @@ def train_and_evaluate(config, workdir, extra_hooks=()):
     run.writer = writers.MetricWriter(workdir, resume_step=start)
     try:
       _loop(run, start, extra_hooks)
+      if not run.stop_requested:  # a record of an earlier stop that no longer holds goes
+        workdir_lib.write_eval(workdir, tracker_stop=run.tracker_stop)
       if evaluates_at_end(config) and not run.stop_requested:  # still holding the workdir lock
         run.summary = _evaluate_at_end(run)
       _record_finished(run)
@@ -330,8 +343,27 @@ def _loop(run, start, extra_hooks):
       signal.signal(signal.SIGTERM, previous)
 
 
+def _resumed_after_tracker_stop(run, start):
+  """Whether the checkpoint resumed from is a tracker stop that still holds: the same
+  or a lower memo.stop_at ends training there again; a higher one (or 0) goes on."""
+  record = run.tracker_stop
+  if record is None:
+    return False
+  threshold = run.config.memo.stop_at
+  if threshold > 0 and record["reading"] >= threshold:
+    log.info("step %d is where the tracker stopped this run (%s %.3f >= memo.stop_at=%g): "
+             "nothing more to train", start, record["metric"], record["reading"], threshold)
+    return True
+  log.info("the tracker stopped this run at step %d (%s %.3f); memo.stop_at=%g lets it go "
+           "on", start, record["metric"], record["reading"], threshold)
+  run.tracker_stop = None
+  return False
+
+
 def _steps(run, start, extra_hooks):
   config = run.config
+  if _resumed_after_tracker_stop(run, start):
+    return
   if run.pruned is None and start == config.prune.at_step:  # resumed right at the prune
     prune_now(run, start)
     if start in config.eval.at_steps:  # the pruned model before any fine-tuning
@@ -364,6 +396,13 @@ def _steps(run, start, extra_hooks):
         t0 = time.perf_counter()
         hook(step, metrics)
         run.timings[name] = run.timings.get(name, 0.0) + time.perf_counter() - t0
+      if run.tracker_stop is not None:  # a planned end: its checkpoint records why
+        _check_finite(*pending)
+        run.save(step, force=True)
+        log.info("the tracker's %s reached %.3f >= memo.stop_at=%g at step %d: training "
+                 "stops here", run.tracker_stop["metric"], run.tracker_stop["reading"],
+                 run.tracker_stop["threshold"], step)
+        break
       if _stop_now(run, step):
         _check_finite(*pending)
         run.stop_requested = True

@@ -34,7 +34,7 @@ SAMPLES = "samples"
 CONTROL = "control"
 # eval.json: the newest evaluation's fields at the top, plus these sections;
 # `unfinished` is there only while the run that writes the file was stopped before its end
-EVAL_SECTIONS = ("by_step", "before_prune", "prune", "control", "unfinished")
+EVAL_SECTIONS = ("by_step", "before_prune", "prune", "control", "unfinished", "tracker_stop")
 # what defines a run beyond its architecture: resuming with other values would
 # silently go on with other data or another objective
 RUN_FIELDS = ("seed", "data.name", "data.n_train", "data.n_select", "data.n_test",

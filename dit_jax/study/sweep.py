@@ -65,7 +65,13 @@ def point_config(base, point, workdir):
 def _is_done(pdir, config):
   ev = _read_eval(pdir)
   # `unfinished`: stopped after its last step, e.g. while its control trained
-  return ev is not None and ev.get("step") == config.train.steps and "unfinished" not in ev
+  if ev is None or "unfinished" in ev:
+    return False
+  end = config.train.steps
+  stop, threshold = ev.get("tracker_stop"), config.memo.stop_at
+  if stop and threshold > 0 and stop["reading"] >= threshold:  # ended by memo.stop_at
+    end = stop["step"]
+  return ev.get("step") == end
 
 
 def _start(point, pdir, workdir):
