@@ -13,6 +13,7 @@ from dit_jax import checkpointing
 from dit_jax import distributed
 from dit_jax import evaluate
 from dit_jax import host_memory
+from dit_jax import memorization
 from dit_jax import train
 from dit_jax import train_step
 from dit_jax import workdir as workdir_lib
@@ -103,6 +104,19 @@ def locked_workdir(workdir, tool):
     workdir_lock.release(lock)
 
 
+def print_tracker_crossing(rows, threshold):
+  """Where the tracker first read `threshold` in `rows`: the step an unpruned run with
+  --config.memo.stop_at=threshold stops at."""
+  step, name, value, crossed = memorization.first_crossing(rows, threshold)
+  if step is None:
+    return
+  if crossed:
+    print(f"  tracker: {name} first reached {threshold:g} at step {step} ({value:.3f}): "
+          f"where --config.memo.stop_at={threshold:g} (without a prune) stops training")
+  else:
+    print(f"  tracker: {name} stayed below {threshold:g} (last {value:.3f} at step {step})")
+
+
 def print_summary(run):
   if not workdir_lib.is_writer():  # one summary per run, not one per host
     return
@@ -123,6 +137,9 @@ def print_summary(run):
     t = run.tracker_stop
     print(f"  stopped by the tracker at step {t['step']} of {run.config.train.steps}: "
           f"{t['metric']} {t['reading']:.3f} >= memo.stop_at {t['threshold']:g}")
+  else:  # before a prune: the unpruned model, which a tracker stop would have stopped
+    before = [r for r in rows if not run.pruned or r["step"] <= run.pruned["step"]]
+    print_tracker_crossing(before, memorization.STUDY_STOP_AT)
   if run.pruned:
     p = run.pruned
     at = p["step"]

@@ -137,6 +137,25 @@ def bucket_mean(per, bucket, buckets):
   return sums / jax.ops.segment_sum(jnp.ones_like(per), bucket, buckets)
 
 
+# the threshold of the study's tracker_stop rule (docs/results/PLAN.md), chosen on
+# exploration seeds: both readings pass it a checkpoint before mem_ratio leaves 0
+STUDY_STOP_AT = 0.5
+
+
+def first_crossing(rows, threshold):
+  """(step, name, value) of the first metrics row (by step) whose stop_reading reaches
+  `threshold`; else (step, name, value) of the last tracked row with crossed=False.
+  Returns (None, None, None, False) when no row has the tracker's readings."""
+  tracked = [r for r in sorted(rows, key=lambda r: r["step"]) if "memo_ema/heldout_loss" in r]
+  for row in tracked:
+    name, value = stop_reading(row)
+    if value >= threshold:
+      return row["step"], name, value, True
+  if not tracked:
+    return None, None, None, False
+  return (tracked[-1]["step"], *stop_reading(tracked[-1]), False)
+
+
 def stop_reading(metrics):
   """(name, value): the tracker reading memo.stop_at is compared with.
 

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from dit_jax import config_check, memorization, pruning, seeds, train, writers
+from dit_jax import cli, config_check, memorization, pruning, seeds, train, writers
 from dit_jax import workdir as workdir_lib
 from dit_jax.configlib import ConfigError
 from dit_jax.study import sweep
@@ -18,6 +18,23 @@ def test_the_reading_is_the_index_on_a_known_density_else_the_relative_gap():
   assert (name, value) == ("memo_ema/index", 0.7)
   name, value = memorization.stop_reading({"memo_ema/gap": 0.1, "memo_ema/heldout_loss": 0.4})
   assert name == "memo_ema/gap / memo_ema/heldout_loss" and value == pytest.approx(0.25)
+
+
+def test_the_summary_names_the_first_crossing_or_the_last_reading(capsys):
+  rows = [{"step": 5, "train/loss": 1.0}]  # a logged step without the tracker
+  rows += [{"step": s, "memo_ema/gap": g, "memo_ema/heldout_loss": 1.0}
+           for s, g in ((20, 0.6), (10, 0.2), (15, 0.55))]  # out of order: read by step
+  assert memorization.first_crossing(rows, 0.5)[::3] == (15, True)
+  assert memorization.first_crossing(rows, 0.9) == (
+      20, "memo_ema/gap / memo_ema/heldout_loss", 0.6, False)
+  assert memorization.first_crossing(rows[:1], 0.5) == (None, None, None, False)
+  cli.print_tracker_crossing(rows, 0.5)
+  cli.print_tracker_crossing(rows, 0.9)
+  cli.print_tracker_crossing(rows[:1], 0.5)  # no tracker: says nothing
+  out = capsys.readouterr().out.splitlines()
+  assert len(out) == 2
+  assert "first reached 0.5 at step 15 (0.550)" in out[0] and "memo.stop_at=0.5" in out[0]
+  assert "stayed below 0.9 (last 0.600 at step 20)" in out[1]
 
 
 @pytest.mark.parametrize("overrides, words", [
@@ -45,7 +62,7 @@ def _scripted_readings(monkeypatch, values):
 
 @pytest.mark.loop
 def test_a_run_stops_at_the_crossing_stays_stopped_and_goes_on_when_raised(
-    tmp_path, data_dir, monkeypatch):
+    tmp_path, data_dir, monkeypatch, capsys):
   w = str(tmp_path / "w")
   config = tiny(data_dir, **{"memo.every": 5, "memo.stop_at": 0.5, "eval.num": 16,
                              "eval.at_end": True})
@@ -58,6 +75,9 @@ def test_a_run_stops_at_the_crossing_stays_stopped_and_goes_on_when_raised(
   ev = workdir_lib.read_eval(w)
   assert ev["step"] == 15 and ev["tracker_stop"]["step"] == 15 and "unfinished" not in ev
   assert sweep._is_done(w, config)  # a sweep reads it as finished, not to be rerun
+  cli.print_summary(run)
+  assert "stopped by the tracker at step 15 of 20: scripted 0.900 >= memo.stop_at 0.5" in \
+      capsys.readouterr().out
 
   # the same command again: nothing to train, the same end
   _scripted_readings(monkeypatch, [])  # the tracker is not called
