@@ -143,9 +143,9 @@ STUDY_STOP_AT = 0.5
 
 
 def first_crossing(rows, threshold):
-  """(step, name, value) of the first metrics row (by step) whose stop_reading reaches
-  `threshold`; else (step, name, value) of the last tracked row with crossed=False.
-  Returns (None, None, None, False) when no row has the tracker's readings."""
+  """(step, name, value, crossed) over metrics rows, read in step order: the first row
+  whose stop_reading reaches `threshold` (crossed True), else the last row with the
+  tracker's readings (crossed False); (None, None, None, False) if no row has them."""
   tracked = [r for r in sorted(rows, key=lambda r: r["step"]) if "memo_ema/heldout_loss" in r]
   for row in tracked:
     name, value = stop_reading(row)
