@@ -156,6 +156,12 @@ def first_crossing(rows, threshold):
   return (tracked[-1]["step"], *stop_reading(tracked[-1]), False)
 
 
+def stop_holds(record, threshold):
+  """Whether a tracker stop `record` still ends its run under memo.stop_at=threshold:
+  the same or a lower threshold stops there again; a higher one (or 0) trains on."""
+  return bool(record) and threshold > 0 and record["reading"] >= threshold
+
+
 def stop_reading(metrics):
   """(name, value): the tracker reading memo.stop_at is compared with.
 

@@ -350,7 +350,7 @@ def _resumed_after_tracker_stop(run, start):
   if record is None:
     return False
   threshold = run.config.memo.stop_at
-  if threshold > 0 and record["reading"] >= threshold:
+  if memorization.stop_holds(record, threshold):
     log.info("step %d is where the tracker stopped this run (%s %.3f >= memo.stop_at=%g): "
              "nothing more to train", start, record["metric"], record["reading"], threshold)
     return True

@@ -25,6 +25,7 @@ import jax
 from dit_jax import config_check
 from dit_jax import configlib
 from dit_jax import distributed
+from dit_jax import memorization
 from dit_jax import seeds
 from dit_jax import train
 from dit_jax import workdir as workdir_lib
@@ -67,11 +68,9 @@ def _is_done(pdir, config):
   # `unfinished`: stopped after its last step, e.g. while its control trained
   if ev is None or "unfinished" in ev:
     return False
-  end = config.train.steps
-  stop, threshold = ev.get("tracker_stop"), config.memo.stop_at
-  if stop and threshold > 0 and stop["reading"] >= threshold:  # ended by memo.stop_at
-    end = stop["step"]
-  return ev.get("step") == end
+  stop = ev.get("tracker_stop")
+  ended_by_tracker = memorization.stop_holds(stop, config.memo.stop_at)  # memo.stop_at
+  return ev.get("step") == (stop["step"] if ended_by_tracker else config.train.steps)
 
 
 def _start(point, pdir, workdir):
