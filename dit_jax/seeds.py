@@ -30,6 +30,7 @@ from dit_jax import config_check
 from dit_jax import configlib
 from dit_jax import data as data_lib
 from dit_jax import evaluate
+from dit_jax import hooks as hooks_lib
 from dit_jax import latents
 from dit_jax import sharding
 from dit_jax import state as state_lib
@@ -223,7 +224,7 @@ def train_group(configs, workdirs):
       num_classes = dataset.num_classes if c.data.conditional else 0
       arch = dit.arch_from_config(c.model, latents.model_image_size(c.data),
                                   dataset.train_x.shape[-1], num_classes)
-      if index == 0 and train._will_evaluate(c):  # missing FID weights fail before training
+      if index == 0 and hooks_lib.will_evaluate(c):  # missing FID weights fail before training
         evaluate.fid_network(c, dataset)
       locks.append(workdir_lock.acquire(wd, need_bytes=16 * dit.num_params(arch),
                                         process_index=jax.process_index()))
@@ -238,9 +239,9 @@ def train_group(configs, workdirs):
     try:
       _loop(group, start, placement)
       for run in group.runs:
-        if train.evaluates_at_end(run.config) and not group.stop_requested:
-          run.summary = train._evaluate_at_end(run)
-        train._record_finished(run)
+        if hooks_lib.evaluates_at_end(run.config) and not group.stop_requested:
+          run.summary = train.evaluate_at_end(run)
+        train.record_finished(run)
     except BaseException:
       for run in group.runs:
         run.writer.close(quiet=True)
@@ -263,7 +264,7 @@ def _loop(group, start, placement):
   labels = bool(setup.arch.num_classes)
   step_fn = jax.jit(jax.vmap(lambda s, b: train_step.train_step(setup, config, s, b)),
                     donate_argnums=0)
-  hooks = [train.make_hooks(run) for run in runs]
+  hooks = [hooks_lib.make_hooks(run) for run in runs]
   log.info("%s x %d seeds %s: %d params each, %d train images each, from step %d",
            config.model.variant, len(runs), [r.config.seed for r in runs],
            dit.num_params(setup.arch), len(runs[0].dataset.train_x), start)

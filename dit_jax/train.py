@@ -2,8 +2,8 @@
 
 One pure, jitted step with buffer donation over a data-parallel mesh; periodic
 work (logging, checkpoints, sample grids, memorization tracking, evaluations,
-the prune) are plain hooks called between steps. Runs resume from the newest
-checkpoint in workdir.
+the prune) are plain hooks called between steps (dit_jax.hooks). Runs resume
+from the newest checkpoint in workdir.
 """
 import logging
 import os
@@ -18,16 +18,13 @@ from jax.experimental import multihost_utils
 
 from dit_jax import checkpointing
 from dit_jax import config_check
-from dit_jax import configlib
 from dit_jax import data as data_lib
 from dit_jax import distributed
+from dit_jax import hooks as hooks_lib
 from dit_jax import evaluate
 from dit_jax import latents
 from dit_jax import memorization
-from dit_jax import perf
 from dit_jax import pruning
-from dit_jax import report
-from dit_jax import sampling
 from dit_jax import sharding
 from dit_jax import state as state_lib
 from dit_jax import train_step
@@ -122,112 +119,6 @@ def _restore_or_init(run, key):
   return int(step)
 
 
-def _every(n, step, last):
-  return n and n > 0 and (step % n == 0 or step == last)
-
-
-def make_hooks(run):
-  """Periodic work between steps, each a (name, fn(step, metrics)) pair."""
-  config = run.config
-  total = config.train.steps
-  value_range = run.dataset.info["value_range"]
-  peak, _ = perf.peak_flops(config.train.peak_flops, config.model.dtype)
-  last_time, last_step = time.perf_counter(), None
-
-  def log_metrics(step, metrics):
-    nonlocal last_time, last_step
-    if not _every(config.log_every, step, total):
-      return
-    now = time.perf_counter()
-    out = {k: float(v) for k, v in jax.device_get(metrics).items()}
-    out["train/lr"] = float(state_lib.lr_schedule(config.train, total)(step - 1))
-    if last_step is not None:
-      rate = (step - last_step) / max(now - last_time, 1e-9)
-      flops = perf.train_flops_per_step(dit.flops_per_image(run.setup.arch),
-                                        config.train.batch_size)
-      out["train/steps_per_sec"] = rate
-      out["train/images_per_sec"] = rate * config.train.batch_size
-      out["train/mfu"] = rate * flops / (peak * jax.device_count())
-    last_time, last_step = now, step
-    run.writer.write(step, out)
-
-  samplers = {}
-
-  def samples(step, metrics):
-    scfg = config.sample
-    if not _every(scfg.every, step, total) or scfg.num <= 0:
-      return
-    key = (run.setup.arch, scfg.num)
-    if key not in samplers:  # the architecture may change after pruning
-      samplers[key] = sampling.make_sampler(run.setup, scfg, scfg.num, value_range, run.mesh)
-    x = sharding.gather(samplers[key](run.state["ema"], jax.random.PRNGKey(config.seed + 1)))
-    x = latents.decode(run.dataset, x)  # a latent run's grid shows images
-    if workdir_lib.is_writer():
-      report.save_grid(x, workdir_lib.path(
-        run.workdir, workdir_lib.SAMPLES, f"step_{step:07d}.png"),
-                       latents.pixel_dataset(run.dataset).info["value_range"])
-
-  def checkpoint(step, metrics):
-    if step % config.checkpoint.every == 0 or step == total:
-      run.save(step)
-
-  tracker = None  # built on first use: it computes the closed-form losses once
-
-  def track(step, metrics):
-    nonlocal tracker
-    if not _every(config.memo.every, step, total):
-      return
-    if tracker is None:
-      tracker = memorization.GapTracker(run.setup.sched, run.dataset, config.memo.probe,
-                                        config.memo.buckets, config.diffusion.weighting,
-                                        config.seed, run.mesh)
-    readings = tracker(run.setup.arch, lambda p: state_lib.make_eps_fn(run.setup, p),
-                       run.state["params"], run.state["ema"])
-    run.writer.write(step, readings)
-    threshold = config.memo.stop_at
-    if threshold > 0 and run.tracker_stop is None:
-      # every process computed the same readings (one jitted call over the mesh), so
-      # every process stops at the same step
-      name, value = memorization.stop_reading(readings)
-      if value >= threshold:
-        run.tracker_stop = {"step": int(step), "metric": name, "reading": value,
-                            "threshold": float(threshold)}
-
-  def prune(step, metrics):
-    if run.pruned is None and step == config.prune.at_step:
-      prune_now(run, step)
-
-  at_steps = set(config.eval.at_steps)
-
-  def evaluation(step, metrics):
-    if step in at_steps and config.eval.num and not (evaluates_at_end(config) and step == total):
-      # the end has its own
-      _evaluate(run, top_level=False)
-
-  # pruning comes first so that tracking and the checkpoint of this step see the new model;
-  # evaluation precedes the checkpoint so that a run stopped during it evaluates again
-  return [("log", log_metrics), ("prune", prune), ("memo", track), ("samples", samples),
-          ("eval", evaluation), ("checkpoint", checkpoint)]
-
-
-def control_config(config):
-  """The same run with a prune event that removes nothing: the same fine-tuning steps
-  and the same EMA restart, so it differs from the pruned run by the pruning alone."""
-  return configlib.with_overrides(config, {
-      "prune.ratio": 0.0, "prune.mlp_ratio": 0.0, "prune.method": "random",
-      "prune.target": "ratio", "prune.control": False, "prune.eval_before": False})
-
-
-def _save_control_start(run, step):
-  """The unpruned state at the prune: where the control starts (written once)."""
-  directory = workdir_lib.path(run.workdir, workdir_lib.CONTROL, workdir_lib.CHECKPOINTS)
-  if os.path.isdir(os.path.join(directory, str(step))):
-    return
-  ckpt = checkpointing.Checkpointer(directory, run.config.checkpoint.keep, async_save=False)
-  ckpt.save(step, run.state, run.meta(step), force=True)
-  ckpt.close()
-
-
 def _batch_seed(config, step):
   """The seed of step's batch: the run's, or after a prune config.prune.finetune_seed's."""
   p = config.prune
@@ -236,44 +127,12 @@ def _batch_seed(config, step):
   return pruning.derived_seed(config.seed, 1 + p.finetune_seed)
 
 
-def prune_now(run, step):
-  """Importance -> surgery -> re-jit, in the middle of a run (config.prune)."""
-  config = run.config
-  before = run.setup.arch
-  if config.prune.control:
-    _save_control_start(run, step)
-  if config.prune.eval_before and config.eval.num:
-    run.before = _evaluate(run, "before_prune")
-  arch, state, record = pruning.prune(config, run.setup, run.state, run.dataset,
-                                      run.mesh, step)
-  if config.prune.finetune_seed >= 0:  # the fine-tuning's noise from its own seed
-    state = dict(state, rng=jax.random.PRNGKey(
-        pruning.derived_seed(config.seed, 1 + config.prune.finetune_seed)))
-  run.set_state(state, state_lib.make_setup(config, arch))
-  run.pruned = record
-  run.writer.write(step, {"prune/num_params": record["num_params"],
-                          "prune/flops_per_image": record["flops"]})
-  log.info("pruned at step %d (%s): heads %s -> %s, mlp %s -> %s, params %d -> %d", step,
-           config.prune.method, before.heads, arch.heads, before.mlp, arch.mlp,
-           record["num_params_before"], record["num_params"])
-
-
 def _check_finite(step, loss):
   """Host-device sync point: reads one scalar of an already finished step."""
   if not np.isfinite(float(loss)):
     raise train_step.NonFiniteLossError(
         f"non-finite train/loss ({float(loss)}) at step {step}; the run stopped and the "
         "last good checkpoint was kept. Lower config.train.lr or check the data.")
-
-
-def evaluates_at_end(config):
-  """eval.at_end with samples to draw (eval.num = 0 turns evaluation off)."""
-  return config.eval.at_end and config.eval.num > 0
-
-
-def _will_evaluate(config):
-  e, p = config.eval, config.prune
-  return e.num > 0 and (e.at_end or bool(e.at_steps) or (p.at_step >= 0 and p.eval_before))
 
 
 def train_and_evaluate(config, workdir, extra_hooks=()):
@@ -296,7 +155,7 @@ def train_and_evaluate(config, workdir, extra_hooks=()):
   num_classes = dataset.num_classes if config.data.conditional else 0
   arch = dit.arch_from_config(config.model, latents.model_image_size(config.data),
                               dataset.train_x.shape[-1], num_classes)
-  if _will_evaluate(config):  # missing FID weights fail here, not after hours of training
+  if hooks_lib.will_evaluate(config):  # missing FID weights fail here, not after hours of training
     evaluate.fid_network(config, dataset)
   # one run per workdir; a read-only, full or taken workdir fails here, before any compile.
   # A checkpoint holds params, EMA and Adam's two moments in float32: 16 bytes a parameter.
@@ -314,9 +173,10 @@ def train_and_evaluate(config, workdir, extra_hooks=()):
       _loop(run, start, extra_hooks)
       if not run.stop_requested:  # a record of an earlier stop that no longer holds goes
         workdir_lib.write_eval(workdir, tracker_stop=run.tracker_stop)
-      if evaluates_at_end(config) and not run.stop_requested:  # still holding the workdir lock
-        run.summary = _evaluate_at_end(run)
-      _record_finished(run)
+      # still holding the workdir lock
+      if hooks_lib.evaluates_at_end(config) and not run.stop_requested:
+        run.summary = evaluate_at_end(run)
+      record_finished(run)
     except BaseException:
       # a full disk fails the event file's last flush too; keep the first error visible
       run.writer.close(quiet=True)
@@ -365,13 +225,13 @@ def _steps(run, start, extra_hooks):
   if _resumed_after_tracker_stop(run, start):
     return
   if run.pruned is None and start == config.prune.at_step:  # resumed right at the prune
-    prune_now(run, start)
+    hooks_lib.prune_now(run, start)
     if start in config.eval.at_steps:  # the pruned model before any fine-tuning
-      _evaluate(run, top_level=False)
+      hooks_lib.evaluate_now(run, top_level=False)
   log.info("%s: %d params, %.2f MFLOPs/image, %d train images, from step %d",
            config.model.variant, dit.num_params(run.setup.arch),
            dit.flops_per_image(run.setup.arch) / 1e6, len(run.dataset.train_x), start)
-  hooks = make_hooks(run) + list(extra_hooks)
+  hooks = hooks_lib.make_hooks(run) + list(extra_hooks)
   distributed.barrier(f"dit_jax_loop_{start}")  # every process restored and ready
   # a log file (a sweep in the background) gets a line a minute, a terminal a live bar
   bar = tqdm.tqdm(total=config.train.steps, initial=start, desc="train", unit="step",
@@ -436,36 +296,10 @@ def _stop_now(run, step):
   return bool(np.any(flags))
 
 
-EVAL_METRICS = ("mem_ratio", "precision", "recall", "fd", "fid", "nll", "d_ratio_p50",
-                "nll_excess", "energy_distance", "test_nll", "train_nll", "nll_gap")
-
-
-def _evaluate(run, name=None, top_level=True):
-  """Samples the current EMA weights and measures them.
-
-  Every evaluation goes into eval.json's "by_step" and metrics.jsonl (eval/...);
-  with top_level it is also the file's summary (or its section `name`) and
-  draws report/.
-  """
-  config = run.config
-  step = int(run.state["step"])
-  log.info("evaluating %d samples of the EMA weights at step %d", config.eval.num, step)
-  summary, extras = evaluate.evaluate(config, run.setup, run.state["ema"], run.dataset,
-                                      config.eval.num, config.seed, run.mesh)
-  summary["step"] = step
-  sections = {"by_step": {str(step): summary}}
-  if top_level:
-    evaluate.write_report(run.workdir, run.setup.sched, extras, run.dataset,
-                          prefix=f"{name}_" if name else "")
-    if name:
-      sections[name] = summary
-  workdir_lib.write_eval(run.workdir, summary if top_level and not name else None, **sections)
-  run.writer.write(step, {f"eval/{k}": summary[k] for k in EVAL_METRICS if k in summary})
-  return summary
-
-
-def _evaluate_at_end(run):
-  summary = _evaluate(run)
+def evaluate_at_end(run):
+  """The end of a run: its evaluation and, for a pruned run, the prune record, the
+  control (trained here, resumable) and the before/after report."""
+  summary = hooks_lib.evaluate_now(run)
   if run.pruned is None:
     return summary
   workdir_lib.write_eval(run.workdir, prune=run.pruned)
@@ -474,7 +308,7 @@ def _evaluate_at_end(run):
   if run.config.prune.control:
     log.info("the control: the unpruned model fine-tuned the same %d steps",
              run.config.train.steps - run.pruned["step"])
-    control = train_and_evaluate(control_config(run.config),
+    control = train_and_evaluate(hooks_lib.control_config(run.config),
                                  workdir_lib.path(run.workdir, workdir_lib.CONTROL))
     if control.stop_requested:  # this run is not finished until its control is
       run.stop_requested = True
@@ -492,14 +326,14 @@ def _unfinished_section(run):
   return {"finished": False, "step": int(run.state["step"]), "steps": run.config.train.steps}
 
 
-def _record_finished(run):
+def record_finished(run):
   """eval.json's `unfinished` section while the run has not reached its configured end
   (training, the end evaluation, the control); gone once it has."""
   if not run.stop_requested:
     workdir_lib.write_eval(run.workdir, unfinished=None)
     return
   config = run.config
-  ends = ["summary"] if evaluates_at_end(config) and run.summary is None else []
+  ends = ["summary"] if hooks_lib.evaluates_at_end(config) and run.summary is None else []
   if config.prune.at_step >= 0 and config.prune.control and run.control is None:
     ends.append(workdir_lib.CONTROL)
   workdir_lib.write_eval(run.workdir, unfinished=dict(_unfinished_section(run), sections=ends))

@@ -10,6 +10,7 @@ from tensorboardX.proto import event_pb2
 from tensorboardX.proto.event_pb2 import SessionLog
 
 from dit_jax import cli, pruning, train, workdir as workdir_lib, writers
+from dit_jax import hooks as hooks_lib
 from tests.test_train import tiny
 
 pytestmark = pytest.mark.loop  # both train, prune and fine-tune for real
@@ -21,7 +22,7 @@ PRUNE = {"prune.at_step": 10, "prune.finetune_steps": 10, "prune.ratio": 0.25,
 
 def _sigterm_in_control_at(step, monkeypatch):
   """SIGTERM once the control (the sub-run in WORKDIR/control) reaches `step`."""
-  real = train.make_hooks
+  real = hooks_lib.make_hooks
 
   def hooks(run):
     out = real(run)
@@ -29,7 +30,7 @@ def _sigterm_in_control_at(step, monkeypatch):
       out.append(("kill", lambda s, _: s == step and os.kill(os.getpid(), signal.SIGTERM)))
     return out
 
-  monkeypatch.setattr(train, "make_hooks", hooks)
+  monkeypatch.setattr(hooks_lib, "make_hooks", hooks)
 
 
 def test_a_stop_while_the_control_trains_is_marked_and_exits_with_its_own_status(
