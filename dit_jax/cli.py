@@ -117,6 +117,14 @@ def print_tracker_crossing(rows, threshold):
     print(f"  tracker: {name} stayed below {threshold:g} (last {value:.3f} at step {step})")
 
 
+def print_advice(threshold):
+  """What docs/RESULTS.md's judged comparison supports, after a run that pruned."""
+  print("  advice (docs/RESULTS.md): no pruned model beat stopping earlier at equal quality "
+        "in the judged study;")
+  print(f"    to memorize less, stop on the tracker (--config.memo.stop_at={threshold:g}, "
+        "no prune); prune for a smaller, faster model")
+
+
 def print_summary(run):
   if not workdir_lib.is_writer():  # one summary per run, not one per host
     return
@@ -141,6 +149,7 @@ def print_summary(run):
     before = [r for r in rows if not run.pruned or r["step"] <= run.pruned["step"]]
     print_tracker_crossing(before, memorization.STUDY_STOP_AT)
   if run.pruned:
+    print_advice(memorization.STUDY_STOP_AT)
     p = run.pruned
     at = p["step"]
     before = writers.median_steps_per_sec(rows, last=at)

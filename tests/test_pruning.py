@@ -110,6 +110,7 @@ def test_prune_inside_training_and_resume_across_it(tmp_path, data_dir, capsys):
   printed = capsys.readouterr().out
   assert "before prune: step 10" in printed and "after prune:  step 20" in printed
   assert "control:      step 20" in printed
+  assert "stop on the tracker (--config.memo.stop_at=0.5, no prune)" in printed
   assert run.setup.arch.heads != (4, 4) and sum(run.setup.arch.heads) == 6
   # half of 2 x 256 units, each block rounded up to a multiple of 8
   assert sum(run.setup.arch.mlp) <= 256 + 2 * 7 and run.setup.arch.mlp[0] % 8 == 0

@@ -76,8 +76,9 @@ def test_a_run_stops_at_the_crossing_stays_stopped_and_goes_on_when_raised(
   assert ev["step"] == 15 and ev["tracker_stop"]["step"] == 15 and "unfinished" not in ev
   assert sweep._is_done(w, config)  # a sweep reads it as finished, not to be rerun
   cli.print_summary(run)
-  assert "stopped by the tracker at step 15 of 20: scripted 0.900 >= memo.stop_at 0.5" in \
-      capsys.readouterr().out
+  printed = capsys.readouterr().out
+  assert "stopped by the tracker at step 15 of 20: scripted 0.900 >= memo.stop_at 0.5" in printed
+  assert "advice" not in printed  # the advice follows a prune only
 
   # the same command again: nothing to train, the same end
   _scripted_readings(monkeypatch, [])  # the tracker is not called
