@@ -1,6 +1,7 @@
 """The frontier's reading of early stopping at equal quality, on rows with known answers."""
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -152,7 +153,8 @@ def test_the_results_page_states_the_verdict_of_the_judged_sweeps(tmp_path):
       "notes='n')}",
       "c.explore = dict(workdirs=(), commands=(), title='Ideas')",
       "f = lambda w, j: dict(workdirs=(w,), commands=('cmd',), title=w, notes='n', judged=j)",
-      "c.frontier = {'g': f('g', 'gmm'), 'd': f('d', 'digits'), 'x': f('x', '')}")):
+      "c.frontier = {'g': f('g', 'gmm'), 'd': f('d', 'digits'), "
+      "'x': dict(f('x', ''), confirm=('wd0.1 step 2000',))}")):
     verdict = text[text.index("## Verdict"):]
     assert "judged sweeps (digits, gmm)" in verdict  # x is shown, not judged
     assert "| random | beats | random @h20m50 +8000 | beats | beats |" in verdict
@@ -160,3 +162,38 @@ def test_the_results_page_states_the_verdict_of_the_judged_sweeps(tmp_path):
     assert ("Headroom (gmm256): nll_gap: within noise: masks do not differ beyond "
             "fine-tuning noise; memo_ema/gt_excess: within noise") in verdict
     assert "## Room" in text and "| nll_gap |" in text
+    x = text[text.index("## x"):]
+    assert "### Against the tracker stop, unmatched" in x
+    confirm = x[x.index("### Judged against the tracker stop"):]
+    assert re.search(r"\| wd0\.1 step 2000 \| (beats|does not beat|n/a) \|", confirm)
+
+
+def _stop_rows(fd_shift, seeds=5):
+  """early_stop crossing the tracker's 0.5 at step 3,000 (test_nll 1.5, mem_ratio 0.5),
+  and a wd1 point at step 2,000 that is 0.3 better on test_nll, 0.1 lower on mem_ratio
+  and `fd_shift` off on fd."""
+  rows, rng = [], np.random.default_rng(1)
+  for seed in range(seeds):
+    rows += [dict(r, budget="frontier", fd=10.0 + 0.01 * rng.normal()) for r in _es_rows(seed)]
+    rows.append(dict(method="wd1", budget="frontier", seed=seed, step=2000, ft_steps=2000,
+                     test_nll=1.2 + 0.01 * rng.normal(), mem_ratio=0.4 + 0.01 * rng.normal(),
+                     nll_gap=0.0, fd=10.0 + fd_shift + 0.01 * rng.normal()))
+  return rows
+
+
+def test_points_are_judged_against_the_tracker_stop_on_quality_and_memorization():
+  rows = _stop_rows(0.0)
+  assert frontier.tracker_stop(rows, "memo_ema/index", 0.5)(0)["step"] == 3000
+  mean, half, n = frontier.versus_stop(rows, frontier.at_step(rows, "wd1", 2000), "test_nll")
+  assert n == 5 and abs(mean + 0.3) < 0.02 and half < 0.03
+  assert frontier.stop_verdict(rows, frontier.at_step(rows, "wd1", 2000)) == "beats"
+  # worse samples: not a win, whatever the likelihood says
+  worse = _stop_rows(5.0)
+  assert frontier.stop_verdict(worse, frontier.at_step(worse, "wd1", 2000)) == "does not beat"
+  one = _stop_rows(0.0, seeds=1)
+  assert frontier.stop_verdict(one, frontier.at_step(one, "wd1", 2000)) == "n/a"
+  md = frontier.stop_verdict_table(rows, ["wd1 step 2000", "wd1 step 4000"])
+  assert "| wd1 step 2000 | beats |" in md and "| wd1 step 4000 | n/a (no such point) |" in md
+  table = frontier.against_stop(rows, frontier.picks(rows))
+  assert "| fd - tracker stop |" in table and "tracker_stop (" not in table
+  assert table.count("lower (better)") >= 2  # wd1's test_nll and mem_ratio

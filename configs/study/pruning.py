@@ -32,6 +32,7 @@ _BASE_EVALS = "base_evals=1000+2000+3000+4000+5000+6000+7000"
 
 JUDGED = range(10, 15)  # the frontier's judged seeds (docs/results/PLAN.md)
 JUDGED3 = range(10, 13)  # the headroom's and the n=512 capacity's
+STOPCHECK = range(20, 25)  # fresh seeds for PLAN.md's Amendment 5
 
 
 def _per_seed(config, workdir, seeds):
@@ -74,7 +75,26 @@ def _planned_frontier():
       "gmm256": _planned(_per_seed(f"{sweep}data=gmm,n=256", "frontier_gmm256", JUDGED),
                          notes=notes + " Shown, not part of the verdict.",
                          title="Against early stopping: gmm, n=256 (seeds 10-14)"),
+      **_stopcheck(sweep),
   }
+
+
+def _stopcheck(sweep):
+  """PLAN.md's Amendment 5: weight decay 1 and the quarter-width model at step 4,000
+  against the tracker stop, on fresh seeds."""
+  args = "n=32,steps=5000,at=4500,methods=,decays=1,widths=0.25,compare=4000"
+  notes = ("Fresh seeds for hypotheses read off the judged frontiers' tables against the "
+           "tracker stop (docs/results/PLAN.md, Amendment 5): early_stop evaluated every "
+           "500 steps to 5,000, weight decay 1 and the quarter-width model at 4,000 and "
+           "5,000.")
+  return {
+      f"stopcheck_{name}": _planned(
+          _per_seed(f"{sweep}data={data},{args}", f"stopcheck_{name}", STOPCHECK),
+          notes=notes, confirm=confirm,
+          title=f"Against the tracker stop: {data}, n=32 (seeds 20-24, judged)")
+      for name, data, confirm in (
+          ("gmm32", "gmm", ("wd1 step 4000",)),
+          ("digits", "digits", ("wd1 step 4000", "w0.25 step 4000")))}
 
 
 def get_config(arg=None):
@@ -248,7 +268,8 @@ def get_config(arg=None):
   c.plan_order = tuple(
       [f"frontier_{d}_s{s}" for s in JUDGED for d in ("gmm32", "digits")] +
       [f"{w}_s{s}" for w in ("headroom_gmm256", "cap512_grid", "cap512_search")
-       for s in JUDGED3] + [f"frontier_gmm256_s{s}" for s in JUDGED])
+       for s in JUDGED3] + [f"frontier_gmm256_s{s}" for s in JUDGED] +
+      [f"stopcheck_{d}_s{s}" for s in STOPCHECK for d in ("gmm32", "digits")])
   c.capacity_tols = (0.05, 0.1, 0.25)  # tolerances W* is printed at
   c.capacity_tol = 0.05  # the one the search is judged against
   c.machine = ("the 2-core, 24 GiB CPU VM of the project (no GPU), jax 0.10.2 on CPU; "

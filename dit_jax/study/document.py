@@ -283,9 +283,15 @@ def _frontier(spec, name, fr, judged):
     judged[fr["judged"]] = rows
   frontier.plot(rows, png, fr["title"])
   seeds = sorted({r["seed"] for r in rows})
+  confirm = []
+  if fr.get("confirm"):  # points PLAN.md judges against the tracker stop on these seeds
+    confirm = ["### Judged against the tracker stop (PLAN.md, Amendment 5)", "",
+               "A point beats the tracker stop when its test_nll interval (below) lies "
+               "below zero and none of the other three lies above zero.", "",
+               frontier.stop_verdict_table(rows, fr["confirm"]), ""]
   return ([f"## {fr['title']}", ""] + _made_by(fr["commands"]) +
           [fr["notes"], "", f"Seeds: {seeds}. Rows: `{spec.out}/results/frontier_{name}_steps.csv`.",
-           "", _figure(spec, png, fr["title"]), "", frontier.summarize(rows), ""])
+           "", _figure(spec, png, fr["title"]), "", frontier.summarize(rows), ""] + confirm)
 
 
 def _headroom(spec, name, h, masks):

@@ -287,6 +287,64 @@ def verdict_table(rows_by_data):
   return "\n".join(lines)
 
 
+def versus_stop(rows, pick, key):
+  """(mean, half, n): the point minus the tracker stop on `key`, paired by seed."""
+  stop = tracker_stop(rows, tracker_key(rows), TRACKER_THRESHOLD)
+  diffs = []
+  for seed in seeds(rows):
+    row, ref = pick(seed), stop(seed)
+    if row is not None and ref is not None and _num(row.get(key)) and _num(ref.get(key)):
+      diffs.append(row[key] - ref[key])
+  return stats.t_interval(diffs)
+
+
+def stop_keys(rows):
+  """Quality (the model's and its samples') and memorization: lower is better in each."""
+  return (QUALITY, sample_quality_key(rows)) + MEMORIZATION
+
+
+def against_stop(rows, picks):
+  """Markdown: each compared point minus the tracker stop, seed by seed, on quality and
+  memorization alike (the stop a user of `memo.stop_at` gets): mean ± 95% t-interval.
+  Unlike `table`, nothing is matched: a point can be better on quality and no worse
+  on memorization at once, which matching on quality cannot show."""
+  keys = stop_keys(rows)
+  lines = ["| point | " + " | ".join(f"{k} - tracker stop" for k in keys) + " |",
+           "|---" * (1 + len(keys)) + "|"]
+  for label, pick in picks:
+    if label.startswith("tracker_stop"):
+      continue
+    cells = []
+    for k in keys:
+      mean, half, n = versus_stop(rows, pick, k)
+      cells.append(f"{stats.fmt_interval(mean, half)} ({stats.verdict(mean, half)}, n={n})")
+    lines.append(f"| {label} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def stop_verdict(rows, pick):
+  """PLAN.md's Amendment 5 rule for a point against the tracker stop: "beats" when the
+  interval of test_nll lies below zero and none of the samples' quality, mem_ratio and
+  nll_gap lies above zero; "n/a" with fewer than two paired seeds; else "does not beat"."""
+  sides = []
+  for k in stop_keys(rows):
+    mean, half, n = versus_stop(rows, pick, k)
+    if n < 2:
+      return "n/a"
+    sides.append(-1 if mean < -half else 1 if mean > half else 0)
+  return "beats" if sides[0] == -1 and 1 not in sides else "does not beat"
+
+
+def stop_verdict_table(rows, labels):
+  """Markdown: each named compared point's verdict against the tracker stop."""
+  found = dict(picks(rows))
+  lines = ["| point | verdict against the tracker stop |", "|---|---|"]
+  for label in labels:
+    verdict = stop_verdict(rows, found[label]) if label in found else "n/a (no such point)"
+    lines.append(f"| {label} | {verdict} |")
+  return "\n".join(lines)
+
+
 def summarize(rows):
   """Markdown for a frontier sweep: the dominance tables, matched on the model's
   likelihood of held-out data and on its samples' distance to fresh data."""
@@ -297,4 +355,12 @@ def summarize(rows):
             f"same {qkey} (per seed, linear between checkpoints): mean ± 95% t-interval "
             "over seeds. Negative: less memorization than stopping earlier would give.", "",
             table(rows, picks(rows), qkey=qkey), ""]
+  out += ["### Against the tracker stop, unmatched", "",
+          f"Each point minus the tracker stop (the first early_stop checkpoint whose "
+          f"{tracker_key(rows)} reading reaches {TRACKER_THRESHOLD}, what "
+          f"`--config.memo.stop_at={TRACKER_THRESHOLD}` gives), seed by seed: mean ± 95% "
+          "t-interval. Lower is better in every column. Not part of the frontier verdict "
+          "(PLAN.md): a finding here is a hypothesis until a plan fixed before its runs "
+          "judges it on fresh seeds.", "",
+          against_stop(rows, picks(rows)), ""]
   return "\n".join(out)
