@@ -245,7 +245,11 @@ def get_config(arg=None):
       notes=("From each seed's step-4,000 checkpoint: 32 random masks at h20m50, each "
              "fine-tuned 1,000 steps with the same noise, and 8 reruns of mask 0 with other "
              "fine-tuning noise; var(masks) / var(reruns) pooled within seeds, with its "
-             "F-distribution 95% interval."))}
+             "F-distribution 95% interval. Ran at 7f96061 from a frozen clone through "
+             "scripts/run_study.py, one seed a sweep, one sweep per core at nice 10 beside "
+             "another sweep (tests and editing on and off, sweeps paused during fresh-clone "
+             "test runs); a sweep stopped midway resumed each point from its last "
+             "checkpoint."))}
   grid512 = _per_seed("configs/sweeps/capacity_grid.py:data=gmm,ns=512,nll=0", "cap512_grid",
                        JUDGED3)
   search512 = _per_seed(
