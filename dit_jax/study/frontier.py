@@ -220,6 +220,11 @@ def sample_quality_key(rows):
   return "energy_distance" if any(_num(r.get("energy_distance")) for r in rows) else "fd"
 
 
+def _side(mean, half):
+  """-1 / 1 where the interval lies below / above zero, 0 where it holds zero."""
+  return -1 if mean < -half else 1 if mean > half else 0
+
+
 def point_verdict(rows, pick, qkeys=None):
   """PLAN.md's rule for one compared point: "beats" when, under every matching
   (test_nll and the samples' quality), the interval of mem_ratio or of nll_gap
@@ -234,7 +239,7 @@ def point_verdict(rows, pick, qkeys=None):
       d = dominance(rows, pick, mkey, qkey)
       if d["n"] < 2:
         return "n/a"
-      sides.append(-1 if d["mean"] < -d["half"] else 1 if d["mean"] > d["half"] else 0)
+      sides.append(_side(d["mean"], d["half"]))
     above = above or 1 in sides
     beats = beats and -1 in sides and 1 not in sides
   return "beats" if beats else "worse" if above else "within noise"
@@ -289,13 +294,11 @@ def verdict_table(rows_by_data):
 
 def versus_stop(rows, pick, key):
   """(mean, half, n): the point minus the tracker stop on `key`, paired by seed."""
-  stop = tracker_stop(rows, tracker_key(rows), TRACKER_THRESHOLD)
-  diffs = []
-  for seed in seeds(rows):
-    row, ref = pick(seed), stop(seed)
-    if row is not None and ref is not None and _num(row.get(key)) and _num(ref.get(key)):
-      diffs.append(row[key] - ref[key])
-  return stats.t_interval(diffs)
+  def by_seed(p):
+    picked = {seed: p(seed) for seed in seeds(rows)}
+    return {seed: r[key] for seed, r in picked.items() if r is not None and _num(r.get(key))}
+  return stats.paired(by_seed(pick),
+                      by_seed(tracker_stop(rows, tracker_key(rows), TRACKER_THRESHOLD)))
 
 
 def stop_keys(rows):
@@ -331,7 +334,7 @@ def stop_verdict(rows, pick):
     mean, half, n = versus_stop(rows, pick, k)
     if n < 2:
       return "n/a"
-    sides.append(-1 if mean < -half else 1 if mean > half else 0)
+    sides.append(_side(mean, half))
   return "beats" if sides[0] == -1 and 1 not in sides else "does not beat"
 
 
